@@ -1,0 +1,197 @@
+#include "common/node_client.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <charconv>
+#include <deque>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+namespace kv {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+struct Pending {
+  explicit Pending(asio::any_io_executor ex) : done(ex) {}
+  std::uint32_t id = 0;
+  proto::MsgType type = proto::MsgType::kPing;
+  asio::steady_timer done;  // cancelled when the answer (or a failure) arrives
+  std::optional<proto::Response> response;
+  boost::system::error_code error;
+};
+}  // namespace
+
+struct NodeClient::State {
+  explicit State(asio::any_io_executor ex) : executor(ex), socket(ex) {}
+  asio::any_io_executor executor;
+  tcp::socket socket;
+  std::string endpoint;
+  std::uint32_t next_id = 1;
+  std::deque<std::shared_ptr<Pending>> inflight;  // in the order the requests were written
+  std::string out;                                // encoded, not yet written
+  bool writing = false;
+  bool open = false;
+
+  void fail(boost::system::error_code ec) {
+    open = false;
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    for (auto& p : inflight) {
+      p->error = ec;
+      p->done.cancel();
+    }
+    inflight.clear();
+    out.clear();
+  }
+};
+
+namespace {
+asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
+  std::vector<std::uint8_t> in(64 * 1024);
+  std::size_t have = 0;
+  while (st->open) {
+    if (have == in.size()) in.resize(std::min(in.size() * 2, proto::kMaxFrameLength + 4));
+    auto [ec, n] =
+        co_await st->socket.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple);
+    if (ec) {
+      st->fail(ec);
+      co_return;
+    }
+    have += n;
+    std::size_t pos = 0;
+    for (;;) {
+      auto d = proto::decode_frame({in.data() + pos, have - pos});
+      if (d.status == proto::DecodeStatus::kNeedMore) break;
+      if (d.status == proto::DecodeStatus::kError || st->inflight.empty()) {
+        st->fail(asio::error::invalid_argument);
+        co_return;
+      }
+      pos += d.frame.size;
+      auto p = st->inflight.front();
+      st->inflight.pop_front();
+      // A frame-level error from the node carries request id 0; otherwise ids must match.
+      if (d.frame.request_id != p->id && d.frame.request_id != 0) {
+        st->fail(asio::error::invalid_argument);
+        co_return;
+      }
+      auto parsed = proto::parse_response(d.frame, p->type);
+      if (auto* e = std::get_if<proto::msg::Error>(&parsed)) {
+        p->response = proto::Response{std::move(*e)};
+      } else {
+        p->response = std::move(std::get<proto::Response>(parsed));
+      }
+      p->done.cancel();
+    }
+    if (pos > 0) {
+      std::copy(in.begin() + pos, in.begin() + have, in.begin());
+      have -= pos;
+    }
+  }
+}
+
+asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
+  st->writing = true;
+  std::string buf;
+  while (st->open && !st->out.empty()) {
+    buf.clear();
+    std::swap(buf, st->out);
+    auto [ec, n] = co_await asio::async_write(st->socket, asio::buffer(buf), kTuple);
+    if (ec) {
+      st->fail(ec);
+      break;
+    }
+  }
+  st->writing = false;
+}
+}  // namespace
+
+NodeClient::NodeClient(asio::any_io_executor executor)
+    : state_(std::make_shared<State>(executor)) {}
+
+NodeClient::~NodeClient() { close(); }
+
+bool NodeClient::is_open() const { return state_->open; }
+
+void NodeClient::close() {
+  if (state_->open) state_->fail(asio::error::operation_aborted);
+}
+
+std::string NodeClient::endpoint() const { return state_->endpoint; }
+
+asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port,
+                                          Duration timeout) {
+  close();
+  auto st = std::make_shared<State>(state_->executor);
+  state_ = st;
+  st->endpoint = host + ":" + std::to_string(port);
+  tcp::resolver resolver(st->executor);
+  asio::steady_timer timer(st->executor, timeout);
+  auto resolved = co_await (resolver.async_resolve(host, std::to_string(port), kTuple) ||
+                            timer.async_wait(kTuple));
+  if (resolved.index() == 1) throw boost::system::system_error(asio::error::timed_out);
+  auto [rec, results] = std::get<0>(resolved);
+  if (rec) throw boost::system::system_error(rec);
+  auto connected = co_await (asio::async_connect(st->socket, results, kTuple) ||
+                             timer.async_wait(kTuple));
+  if (connected.index() == 1) {
+    boost::system::error_code ignored;
+    st->socket.close(ignored);
+    throw boost::system::system_error(asio::error::timed_out);
+  }
+  auto [cec, ep] = std::get<0>(connected);
+  if (cec) throw boost::system::system_error(cec);
+  st->socket.set_option(tcp::no_delay(true));
+  st->open = true;
+  asio::co_spawn(st->executor, read_loop(st), asio::detached);
+}
+
+asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration timeout) {
+  auto st = state_;
+  if (!st->open) throw boost::system::system_error(asio::error::not_connected);
+  auto p = std::make_shared<Pending>(st->executor);
+  p->id = st->next_id++;
+  if (st->next_id == 0) st->next_id = 1;
+  p->type = proto::type_of(req);
+  proto::encode_request(st->out, p->id, req);
+  st->inflight.push_back(p);
+  if (!st->writing) asio::co_spawn(st->executor, write_loop(st), asio::detached);
+
+  p->done.expires_after(timeout);
+  if (!p->response && !p->error) co_await p->done.async_wait(kTuple);
+  if (p->response) co_return std::move(*p->response);
+  if (p->error) throw boost::system::system_error(p->error);
+  // The deadline passed: later answers could no longer be matched to their calls.
+  st->fail(asio::error::timed_out);
+  throw boost::system::system_error(asio::error::timed_out);
+}
+
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    throw std::invalid_argument("'" + text + "' is not host:port");
+  }
+  unsigned port = 0;
+  const char* b = text.data() + colon + 1;
+  const char* e = text.data() + text.size();
+  auto [end, ec] = std::from_chars(b, e, port);
+  if (ec != std::errc{} || end != e || port == 0 || port > 65535) {
+    throw std::invalid_argument("'" + text + "' does not end in a port number (1-65535)");
+  }
+  return {text.substr(0, colon), static_cast<std::uint16_t>(port)};
+}
+
+}  // namespace kv

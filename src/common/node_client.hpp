@@ -1,0 +1,50 @@
+// A client connection to a node's binary protocol, for kvsync, kvcli, tests and benchmarks.
+// Calls may be pipelined: many can be in flight on one connection, and the node answers them in
+// order. Every call has a deadline; a call that misses it closes the connection, since the
+// responses that follow could no longer be matched.
+//
+// Threading: use from one executor (strand or single-threaded io_context) only.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/protocol.hpp"
+
+namespace kv {
+
+class NodeClient {
+ public:
+  using Duration = std::chrono::steady_clock::duration;
+
+  explicit NodeClient(boost::asio::any_io_executor executor);
+  ~NodeClient();
+  NodeClient(const NodeClient&) = delete;
+  NodeClient& operator=(const NodeClient&) = delete;
+
+  // Connects to host:port. Throws boost::system::system_error (timed_out on the deadline).
+  boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout);
+
+  // Sends `req` and returns the node's answer, which may be a proto::msg::Error. Throws
+  // boost::system::system_error when the connection fails or the deadline passes.
+  boost::asio::awaitable<proto::Response> call(proto::Request req, Duration timeout);
+
+  bool is_open() const;
+  void close();
+  std::string endpoint() const;  // "host:port" as given to connect()
+
+  struct State;  // shared with the reader and writer coroutines
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// "host:port" -> (host, port); throws std::invalid_argument with a clear message.
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& text);
+
+}  // namespace kv

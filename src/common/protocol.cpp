@@ -1,0 +1,423 @@
+#include "common/protocol.hpp"
+
+#include <type_traits>
+
+namespace kv::proto {
+
+std::string_view to_string(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadFrame:
+      return "bad_frame";
+    case ErrorCode::kUnknownType:
+      return "unknown_type";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kDeleted:
+      return "deleted";
+    case ErrorCode::kFrameTooLarge:
+      return "frame_too_large";
+    case ErrorCode::kStorage:
+      return "storage";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+  }
+  return "unknown_error";
+}
+
+namespace {
+std::uint32_t load_be32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+void store_be32(std::string& out, std::uint32_t v) {
+  out.push_back(static_cast<char>(v >> 24));
+  out.push_back(static_cast<char>(v >> 16));
+  out.push_back(static_cast<char>(v >> 8));
+  out.push_back(static_cast<char>(v));
+}
+constexpr std::uint8_t kFlagCompleted = 0x01;
+constexpr std::uint8_t kFlagDeleted = 0x02;
+constexpr std::uint8_t kFlagHasCompleted = 0x01;  // UPDATE field mask
+constexpr std::uint8_t kFlagHasTitle = 0x02;
+}  // namespace
+
+DecodeResult decode_frame(std::span<const std::uint8_t> in) {
+  DecodeResult r;
+  if (in.size() < kLengthSize) return r;
+  const std::uint32_t length = load_be32(in.data());
+  if (length > kMaxFrameLength) {
+    r.status = DecodeStatus::kError;
+    r.error = ErrorCode::kFrameTooLarge;
+    return r;
+  }
+  if (length < kMinLength) {
+    r.status = DecodeStatus::kError;
+    r.error = ErrorCode::kBadFrame;
+    return r;
+  }
+  if (in.size() < kLengthSize + length) return r;
+  r.status = DecodeStatus::kFrame;
+  r.frame.type = in[4];
+  r.frame.request_id = load_be32(in.data() + 5);
+  r.frame.payload = in.subspan(kHeaderSize, length - kMinLength);
+  r.frame.size = kLengthSize + length;
+  return r;
+}
+
+void append_frame(std::string& out, std::uint8_t type, std::uint32_t request_id,
+                  std::string_view payload) {
+  store_be32(out, static_cast<std::uint32_t>(kMinLength + payload.size()));
+  out.push_back(static_cast<char>(type));
+  store_be32(out, request_id);
+  out.append(payload);
+}
+
+// ---- Writer / Reader ----------------------------------------------------------------------------
+void Writer::u16(std::uint16_t v) {
+  out_.push_back(static_cast<char>(v >> 8));
+  out_.push_back(static_cast<char>(v));
+}
+
+void Writer::varint(std::uint64_t v) {
+  while (v >= 0x80) {
+    out_.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out_.push_back(static_cast<char>(v));
+}
+
+void Writer::str(std::string_view s) {
+  varint(s.size());
+  out_.append(s);
+}
+
+void Writer::item(const Item& item) {
+  str(item.id);
+  str(item.title);
+  u8((item.completed ? kFlagCompleted : 0) | (item.deleted ? kFlagDeleted : 0));
+  varint(item.version);
+}
+
+std::uint8_t Reader::u8() {
+  if (!ok_ || pos_ >= in_.size()) {
+    ok_ = false;
+    return 0;
+  }
+  return in_[pos_++];
+}
+
+std::uint16_t Reader::u16() {
+  const std::uint16_t hi = u8();
+  const std::uint16_t lo = u8();
+  return static_cast<std::uint16_t>((hi << 8) | lo);
+}
+
+std::uint64_t Reader::varint() {
+  std::uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    const std::uint8_t b = u8();
+    if (!ok_) return 0;
+    // The tenth byte may only carry the top bit of a 64-bit value.
+    if (shift == 63 && b > 1) break;
+    v |= std::uint64_t{b & 0x7Fu} << shift;
+    if ((b & 0x80) == 0) return v;
+  }
+  ok_ = false;
+  return 0;
+}
+
+std::string Reader::str(std::size_t max_bytes) {
+  const std::uint64_t n = varint();
+  if (!ok_ || n > max_bytes || n > in_.size() - pos_) {
+    ok_ = false;
+    return {};
+  }
+  std::string s(reinterpret_cast<const char*>(in_.data() + pos_), n);
+  pos_ += n;
+  return s;
+}
+
+Item Reader::item() {
+  Item it;
+  it.id = str(kMaxIdBytes);
+  it.title = str(kMaxTitleBytes);
+  const std::uint8_t flags = u8();
+  if (flags & ~(kFlagCompleted | kFlagDeleted)) ok_ = false;
+  it.completed = flags & kFlagCompleted;
+  it.deleted = flags & kFlagDeleted;
+  it.version = varint();
+  return it;
+}
+
+// ---- Messages -----------------------------------------------------------------------------------
+MsgType type_of(const Request& req) {
+  return std::visit(
+      [](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, msg::Ping>) return MsgType::kPing;
+        if constexpr (std::is_same_v<T, msg::Status>) return MsgType::kStatus;
+        if constexpr (std::is_same_v<T, msg::Create>) return MsgType::kCreate;
+        if constexpr (std::is_same_v<T, msg::Get>) return MsgType::kGet;
+        if constexpr (std::is_same_v<T, msg::List>) return MsgType::kList;
+        if constexpr (std::is_same_v<T, msg::Update>) return MsgType::kUpdate;
+        if constexpr (std::is_same_v<T, msg::Delete>) return MsgType::kDelete;
+        if constexpr (std::is_same_v<T, msg::Fetch>) return MsgType::kFetch;
+        if constexpr (std::is_same_v<T, msg::Apply>) return MsgType::kApply;
+      },
+      req);
+}
+
+namespace {
+void write_payload(Writer& w, const msg::Ping&) {}
+void write_payload(Writer& w, const msg::Status&) {}
+void write_payload(Writer& w, const msg::List&) {}
+void write_payload(Writer& w, const msg::Create& m) { w.str(m.title); }
+void write_payload(Writer& w, const msg::Get& m) { w.str(m.id); }
+void write_payload(Writer& w, const msg::Delete& m) { w.str(m.id); }
+void write_payload(Writer& w, const msg::Update& m) {
+  w.str(m.id);
+  w.u8((m.completed ? kFlagHasCompleted : 0) | (m.title ? kFlagHasTitle : 0));
+  if (m.completed) w.u8(*m.completed ? 1 : 0);
+  if (m.title) w.str(*m.title);
+}
+void write_payload(Writer& w, const msg::Fetch& m) {
+  w.varint(m.after_seq);
+  w.varint(m.limit);
+}
+void write_payload(Writer& w, const msg::Apply& m) {
+  w.varint(m.upto_stamp);
+  w.varint(m.synced_upto);
+  w.varint(m.changes.size());
+  for (const auto& c : m.changes) {
+    w.varint(c.stamp);
+    w.str(c.origin);
+    w.varint(c.origin_seq);
+    w.item(c.item);
+  }
+}
+void write_payload(Writer& w, const msg::Pong&) {}
+void write_payload(Writer& w, const msg::StatusReply& m) {
+  const NodeStatus& s = m.status;
+  w.str(s.name);
+  w.varint(s.incarnation);
+  w.varint(s.version);
+  w.varint(s.seq);
+  w.varint(s.applied_stamp);
+  w.varint(s.synced_upto);
+  w.varint(s.items);
+  w.varint(s.tombstones);
+  w.varint(s.unsynced);
+  w.varint(s.http_port);
+}
+void write_payload(Writer& w, const msg::ItemReply& m) { w.item(m.item); }
+void write_payload(Writer& w, const msg::ItemsReply& m) {
+  w.varint(m.items.size());
+  for (const auto& it : m.items) w.item(it);
+}
+void write_payload(Writer& w, const msg::Changes& m) {
+  w.varint(m.seq_high);
+  w.varint(m.changes.size());
+  for (const auto& c : m.changes) {
+    w.varint(c.seq);
+    w.item(c.item);
+  }
+}
+void write_payload(Writer& w, const msg::Applied& m) {
+  w.varint(m.applied_stamp);
+  w.varint(m.synced_upto);
+  w.varint(m.changed);
+}
+void write_payload(Writer& w, const msg::Error& m) {
+  w.u16(static_cast<std::uint16_t>(m.code));
+  w.str(m.message.size() > kMaxMessageBytes ? m.message.substr(0, kMaxMessageBytes) : m.message);
+}
+
+// A count read off the wire may not promise more elements than there are bytes left: each
+// element takes at least one byte, so this bounds allocation by the frame size.
+bool plausible_count(std::uint64_t n, std::size_t payload_size) { return n <= payload_size; }
+
+std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
+  switch (type) {
+    case MsgType::kPing:
+      return msg::Ping{};
+    case MsgType::kStatus:
+      return msg::Status{};
+    case MsgType::kList:
+      return msg::List{};
+    case MsgType::kCreate:
+      return msg::Create{r.str(kMaxTitleBytes)};
+    case MsgType::kGet:
+      return msg::Get{r.str(kMaxIdBytes)};
+    case MsgType::kDelete:
+      return msg::Delete{r.str(kMaxIdBytes)};
+    case MsgType::kUpdate: {
+      msg::Update m;
+      m.id = r.str(kMaxIdBytes);
+      const std::uint8_t mask = r.u8();
+      if (mask & ~(kFlagHasCompleted | kFlagHasTitle)) return std::nullopt;
+      if (mask & kFlagHasCompleted) {
+        const std::uint8_t v = r.u8();
+        if (v > 1) return std::nullopt;
+        m.completed = v == 1;
+      }
+      if (mask & kFlagHasTitle) m.title = r.str(kMaxTitleBytes);
+      return m;
+    }
+    case MsgType::kFetch: {
+      msg::Fetch m;
+      m.after_seq = r.varint();
+      m.limit = r.varint();
+      return m;
+    }
+    case MsgType::kApply: {
+      msg::Apply m;
+      m.upto_stamp = r.varint();
+      m.synced_upto = r.varint();
+      const std::uint64_t n = r.varint();
+      if (!plausible_count(n, size)) return std::nullopt;
+      m.changes.reserve(n);
+      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
+        StampedChange c;
+        c.stamp = r.varint();
+        c.origin = r.str(kMaxNameBytes);
+        c.origin_seq = r.varint();
+        c.item = r.item();
+        m.changes.push_back(std::move(c));
+      }
+      return m;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size) {
+  switch (type) {
+    case MsgType::kPing:
+      return msg::Pong{};
+    case MsgType::kStatus: {
+      NodeStatus s;
+      s.name = r.str(kMaxNameBytes);
+      s.incarnation = r.varint();
+      s.version = r.varint();
+      s.seq = r.varint();
+      s.applied_stamp = r.varint();
+      s.synced_upto = r.varint();
+      s.items = r.varint();
+      s.tombstones = r.varint();
+      s.unsynced = r.varint();
+      s.http_port = r.varint();
+      return msg::StatusReply{std::move(s)};
+    }
+    case MsgType::kCreate:
+    case MsgType::kGet:
+    case MsgType::kUpdate:
+    case MsgType::kDelete:
+      return msg::ItemReply{r.item()};
+    case MsgType::kList: {
+      const std::uint64_t n = r.varint();
+      if (!plausible_count(n, size)) return std::nullopt;
+      msg::ItemsReply m;
+      m.items.reserve(n);
+      for (std::uint64_t i = 0; i < n && r.ok(); ++i) m.items.push_back(r.item());
+      return m;
+    }
+    case MsgType::kFetch: {
+      msg::Changes m;
+      m.seq_high = r.varint();
+      const std::uint64_t n = r.varint();
+      if (!plausible_count(n, size)) return std::nullopt;
+      m.changes.reserve(n);
+      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
+        Change c;
+        c.seq = r.varint();
+        c.item = r.item();
+        m.changes.push_back(std::move(c));
+      }
+      return m;
+    }
+    case MsgType::kApply: {
+      msg::Applied m;
+      m.applied_stamp = r.varint();
+      m.synced_upto = r.varint();
+      m.changed = r.varint();
+      return m;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+bool known_request_type(std::uint8_t t) {
+  switch (static_cast<MsgType>(t)) {
+    case MsgType::kPing:
+    case MsgType::kStatus:
+    case MsgType::kCreate:
+    case MsgType::kGet:
+    case MsgType::kList:
+    case MsgType::kUpdate:
+    case MsgType::kDelete:
+    case MsgType::kFetch:
+    case MsgType::kApply:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+void encode_request(std::string& out, std::uint32_t request_id, const Request& req) {
+  std::string payload;
+  Writer w(payload);
+  std::visit([&](const auto& m) { write_payload(w, m); }, req);
+  append_frame(out, static_cast<std::uint8_t>(type_of(req)), request_id, payload);
+}
+
+void encode_response(std::string& out, std::uint32_t request_id, MsgType request_type,
+                     const Response& resp) {
+  std::string payload;
+  Writer w(payload);
+  std::visit([&](const auto& m) { write_payload(w, m); }, resp);
+  const std::uint8_t type = std::holds_alternative<msg::Error>(resp)
+                                ? static_cast<std::uint8_t>(MsgType::kError)
+                                : static_cast<std::uint8_t>(request_type) | kResponseBit;
+  append_frame(out, type, request_id, payload);
+}
+
+std::variant<Request, msg::Error> parse_request(const FrameView& frame) {
+  if (!known_request_type(frame.type)) {
+    return msg::Error{ErrorCode::kUnknownType,
+                      "unknown message type 0x" + [&] {
+                        static constexpr char kHex[] = "0123456789abcdef";
+                        return std::string{kHex[frame.type >> 4], kHex[frame.type & 15]};
+                      }()};
+  }
+  Reader r(frame.payload);
+  auto req = read_request(static_cast<MsgType>(frame.type), r, frame.payload.size());
+  if (!req || !r.done()) return msg::Error{ErrorCode::kBadFrame, "malformed request payload"};
+  return std::move(*req);
+}
+
+std::variant<Response, msg::Error> parse_response(const FrameView& frame, MsgType request_type) {
+  Reader r(frame.payload);
+  if (frame.type == static_cast<std::uint8_t>(MsgType::kError)) {
+    msg::Error e;
+    const std::uint16_t code = r.u16();
+    e.message = r.str(kMaxMessageBytes);
+    if (!r.done() || code < 1 || code > static_cast<std::uint16_t>(ErrorCode::kUnavailable)) {
+      return msg::Error{ErrorCode::kBadFrame, "malformed error response"};
+    }
+    e.code = static_cast<ErrorCode>(code);
+    return Response{std::move(e)};
+  }
+  if (frame.type != (static_cast<std::uint8_t>(request_type) | kResponseBit)) {
+    return msg::Error{ErrorCode::kBadFrame, "response type does not match the request"};
+  }
+  auto resp = read_response(request_type, r, frame.payload.size());
+  if (!resp || !r.done()) return msg::Error{ErrorCode::kBadFrame, "malformed response payload"};
+  return std::move(*resp);
+}
+
+}  // namespace kv::proto

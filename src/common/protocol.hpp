@@ -1,0 +1,203 @@
+// The kvstore wire protocol: frames, messages and their pure codec.
+//
+// Everything here is code over bytes: no sockets, no Asio, no allocation per byte. The format is
+// documented in docs/protocol.md; the constants below are the single source of truth that both
+// the encoder and the decoder use.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/item.hpp"
+
+namespace kv::proto {
+
+// ---- Frame layout -------------------------------------------------------------------------------
+// | length: u32 BE | type: u8 | request_id: u32 BE | payload: length - 5 bytes |
+// `length` counts the bytes after the length field itself (type + request id + payload).
+inline constexpr std::size_t kLengthSize = 4;
+inline constexpr std::size_t kHeaderSize = 9;  // length + type + request id
+inline constexpr std::size_t kMinLength = 5;   // type + request id, empty payload
+inline constexpr std::size_t kMaxFrameLength = 4 * 1024 * 1024;  // bound on `length`
+
+inline constexpr std::size_t kMaxTitleBytes = 1024;
+inline constexpr std::size_t kMaxIdBytes = 32;
+inline constexpr std::size_t kMaxNameBytes = 32;
+inline constexpr std::size_t kMaxMessageBytes = 4096;  // error texts
+inline constexpr std::uint64_t kMaxFetchLimit = 10000;
+
+// A response carries the request's type with this bit set, or kError.
+inline constexpr std::uint8_t kResponseBit = 0x80;
+
+enum class MsgType : std::uint8_t {
+  kPing = 0x01,
+  kStatus = 0x02,
+  kCreate = 0x10,
+  kGet = 0x11,
+  kList = 0x12,
+  kUpdate = 0x13,
+  kDelete = 0x14,
+  kFetch = 0x20,
+  kApply = 0x21,
+  kError = 0xFF,
+};
+
+// Error codes carried by kError frames. Stable: they are part of the wire format.
+enum class ErrorCode : std::uint16_t {
+  kBadFrame = 1,        // the frame or its payload could not be decoded
+  kUnknownType = 2,     // a message type this node does not know
+  kNotFound = 3,        // no item with that id
+  kInvalidArgument = 4, // e.g. an empty or oversized title
+  kDeleted = 5,         // the item was deleted; deletes are final
+  kFrameTooLarge = 6,   // length prefix above kMaxFrameLength
+  kStorage = 7,         // the store could not commit (disk full, I/O error)
+  kUnavailable = 8,     // the node is shutting down or overloaded
+};
+
+std::string_view to_string(ErrorCode code);
+
+// ---- Frame decoding -----------------------------------------------------------------------------
+struct FrameView {
+  std::uint8_t type = 0;
+  std::uint32_t request_id = 0;
+  std::span<const std::uint8_t> payload;
+  std::size_t size = 0;  // bytes of the whole frame, header included
+};
+
+enum class DecodeStatus { kNeedMore, kFrame, kError };
+
+struct DecodeResult {
+  DecodeStatus status = DecodeStatus::kNeedMore;
+  FrameView frame;                         // valid when status == kFrame
+  ErrorCode error = ErrorCode::kBadFrame;  // valid when status == kError
+};
+
+// Looks at the start of `in` and reports whether it holds a whole frame. Never reads past `in`,
+// never allocates. A length below kMinLength or above kMaxFrameLength is an error: the stream
+// cannot be resynchronised after it and the connection must be closed.
+DecodeResult decode_frame(std::span<const std::uint8_t> in);
+
+// Appends a frame header followed by `payload` to `out`.
+void append_frame(std::string& out, std::uint8_t type, std::uint32_t request_id,
+                  std::string_view payload);
+
+// ---- Payload primitives -------------------------------------------------------------------------
+// Integers in payloads are unsigned LEB128 varints (at most 10 bytes); strings are a varint byte
+// count followed by the bytes; flags are one byte.
+class Writer {
+ public:
+  explicit Writer(std::string& out) : out_(out) {}
+  void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u16(std::uint16_t v);
+  void varint(std::uint64_t v);
+  void str(std::string_view s);
+  void item(const Item& item);
+
+ private:
+  std::string& out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::span<const std::uint8_t> in) : in_(in) {}
+  std::uint8_t u8();
+  std::uint16_t u16();
+  std::uint64_t varint();
+  std::string str(std::size_t max_bytes);
+  Item item();
+  // True when every read so far succeeded.
+  bool ok() const { return ok_; }
+  bool at_end() const { return pos_ == in_.size(); }
+  // True when every read succeeded and nothing is left over.
+  bool done() const { return ok_ && at_end(); }
+
+ private:
+  std::span<const std::uint8_t> in_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// ---- Messages -----------------------------------------------------------------------------------
+namespace msg {
+struct Ping {};
+struct Status {};
+struct Create {
+  std::string title;
+};
+struct Get {
+  std::string id;
+};
+struct List {};
+struct Update {
+  std::string id;
+  std::optional<bool> completed;
+  std::optional<std::string> title;
+};
+struct Delete {
+  std::string id;
+};
+// Sync: the node's local changes with seq > after_seq, oldest first, at most `limit`.
+struct Fetch {
+  std::uint64_t after_seq = 0;
+  std::uint64_t limit = 0;
+};
+// Sync: stamped changes for the node to apply. `upto_stamp` is the highest stamp the batch
+// covers (entries superseded before delivery are left out); `synced_upto` tells the node that
+// all its local changes with seq <= synced_upto are already stamped in the syncer's log.
+struct Apply {
+  std::uint64_t upto_stamp = 0;
+  std::uint64_t synced_upto = 0;
+  std::vector<StampedChange> changes;
+};
+
+// Responses.
+struct Pong {};
+struct StatusReply {
+  NodeStatus status;
+};
+struct ItemReply {
+  Item item;
+};
+struct ItemsReply {
+  std::vector<Item> items;
+};
+struct Changes {
+  std::uint64_t seq_high = 0;  // the node's change sequence when the fetch ran
+  std::vector<Change> changes;
+};
+struct Applied {
+  std::uint64_t applied_stamp = 0;
+  std::uint64_t synced_upto = 0;
+  std::uint64_t changed = 0;  // how many items the batch changed
+};
+struct Error {
+  ErrorCode code = ErrorCode::kBadFrame;
+  std::string message;
+};
+}  // namespace msg
+
+using Request = std::variant<msg::Ping, msg::Status, msg::Create, msg::Get, msg::List, msg::Update,
+                             msg::Delete, msg::Fetch, msg::Apply>;
+using Response = std::variant<msg::Pong, msg::StatusReply, msg::ItemReply, msg::ItemsReply,
+                              msg::Changes, msg::Applied, msg::Error>;
+
+// Appends one whole frame.
+void encode_request(std::string& out, std::uint32_t request_id, const Request& req);
+// `request_type` is the type of the request being answered (it decides the response type).
+void encode_response(std::string& out, std::uint32_t request_id, MsgType request_type,
+                     const Response& resp);
+
+// Parse a frame's payload. On failure the result holds msg::Error (kBadFrame / kUnknownType).
+std::variant<Request, msg::Error> parse_request(const FrameView& frame);
+// `request_type` is what the caller asked; a response of any other type is an error.
+std::variant<Response, msg::Error> parse_response(const FrameView& frame, MsgType request_type);
+
+MsgType type_of(const Request& req);
+
+}  // namespace kv::proto

@@ -1,0 +1,35 @@
+// A WebSocket subscription to a node's change notifications (ws://host:port/ws), for kvsync and
+// kvcli's `watch`. Beast stays inside ws_client.cpp.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace kv {
+
+class WsSubscription {
+ public:
+  using Duration = std::chrono::steady_clock::duration;
+
+  explicit WsSubscription(boost::asio::any_io_executor executor);
+  ~WsSubscription();
+
+  // Connects and completes the WebSocket handshake within `timeout`. Throws system_error.
+  boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout);
+  // The next text message. Throws system_error when the connection closes or fails; the
+  // close reason, if the node gave one, is in close_reason().
+  boost::asio::awaitable<std::string> next();
+  std::string close_reason() const;
+  void close();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace kv

@@ -1,0 +1,186 @@
+#include "node/binary_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <memory>
+#include <vector>
+
+#include "common/log.hpp"
+#include "common/protocol.hpp"
+#include "node/store.hpp"
+
+namespace kv::node {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using proto::msg::Error;
+
+namespace {
+
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+template <class T>
+proto::Response to_response(Result<T>&& r) {
+  if (auto* e = std::get_if<Error>(&r)) return std::move(*e);
+  if constexpr (std::is_same_v<T, Item>) {
+    return proto::msg::ItemReply{std::move(std::get<Item>(r))};
+  } else {
+    return std::move(std::get<T>(r));
+  }
+}
+
+proto::Response handle(Store& store, const BinaryOptions& options, proto::Request& req) {
+  return std::visit(
+      [&](auto& m) -> proto::Response {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, proto::msg::Ping>) {
+          return proto::msg::Pong{};
+        } else if constexpr (std::is_same_v<T, proto::msg::Status>) {
+          NodeStatus status = store.status();
+          status.http_port = options.http_port;
+          return proto::msg::StatusReply{std::move(status)};
+        } else if constexpr (std::is_same_v<T, proto::msg::Create>) {
+          return to_response(store.create(m.title));
+        } else if constexpr (std::is_same_v<T, proto::msg::Get>) {
+          return to_response(store.get(m.id));
+        } else if constexpr (std::is_same_v<T, proto::msg::List>) {
+          return proto::msg::ItemsReply{store.list()};
+        } else if constexpr (std::is_same_v<T, proto::msg::Update>) {
+          return to_response(store.update(m));
+        } else if constexpr (std::is_same_v<T, proto::msg::Delete>) {
+          return to_response(store.remove(m.id));
+        } else if constexpr (std::is_same_v<T, proto::msg::Fetch>) {
+          return store.fetch(m.after_seq, m.limit);
+        } else {
+          static_assert(std::is_same_v<T, proto::msg::Apply>);
+          return to_response(store.apply(m));
+        }
+      },
+      req);
+}
+
+// Reads frames, answers each in order, and writes all answers of one read in one write.
+// Returns when the peer closes, a frame is malformed (after answering it), or the idle deadline
+// passes.
+asio::awaitable<void> run_session(tcp::socket& socket, Store& store, const BinaryOptions& options) {
+  std::vector<std::uint8_t> in(64 * 1024);
+  std::size_t have = 0;
+  std::string out;
+  asio::steady_timer idle(co_await asio::this_coro::executor);
+  for (;;) {
+    // Answer every complete frame already buffered; stop early only to flush a large output.
+    std::size_t pos = 0;
+    bool fatal = false;
+    bool more = false;
+    for (;;) {
+      auto d = proto::decode_frame({in.data() + pos, have - pos});
+      if (d.status == proto::DecodeStatus::kNeedMore) break;
+      if (d.status == proto::DecodeStatus::kError) {
+        // The stream cannot be resynchronised: answer once and close.
+        const char* what = d.error == proto::ErrorCode::kFrameTooLarge
+                               ? "frame length exceeds the 4 MiB limit"
+                               : "frame length is shorter than a frame header";
+        proto::encode_response(out, 0, proto::MsgType::kPing, Error{d.error, what});
+        fatal = true;
+        break;
+      }
+      pos += d.frame.size;
+      auto parsed = proto::parse_request(d.frame);
+      const auto type = static_cast<proto::MsgType>(d.frame.type);
+      if (auto* e = std::get_if<Error>(&parsed)) {
+        proto::encode_response(out, d.frame.request_id, type, *e);
+      } else {
+        proto::encode_response(out, d.frame.request_id, type,
+                               handle(store, options, std::get<proto::Request>(parsed)));
+      }
+      if (out.size() >= options.max_pending_output) {
+        more = true;
+        break;
+      }
+    }
+    if (pos > 0) {
+      std::copy(in.begin() + pos, in.begin() + have, in.begin());
+      have -= pos;
+    }
+    if (!out.empty()) {
+      idle.expires_after(options.idle_timeout);
+      auto w = co_await (asio::async_write(socket, asio::buffer(out), kTuple) ||
+                         idle.async_wait(kTuple));
+      if (w.index() == 1 || std::get<0>(std::get<0>(w))) co_return;
+      out.clear();
+    }
+    if (fatal) co_return;
+    if (more) continue;
+
+    if (have == in.size()) {
+      // Only a legal frame larger than the buffer gets here: grow towards its size.
+      in.resize(std::min(in.size() * 2, proto::kMaxFrameLength + proto::kLengthSize));
+    } else if (have == 0 && in.size() > 64 * 1024) {
+      in.resize(64 * 1024);
+      in.shrink_to_fit();
+    }
+    idle.expires_after(options.idle_timeout);
+    auto r = co_await (
+        socket.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple) ||
+        idle.async_wait(kTuple));
+    if (r.index() == 1) {
+      KV_LOG(info) << "closing a connection idle for " << options.idle_timeout.count() << " ms";
+      co_return;
+    }
+    auto [ec, n] = std::get<0>(r);
+    if (ec) co_return;  // eof, reset or cancelled: a normal end
+    have += n;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, BinaryOptions options) {
+  auto executor = co_await asio::this_coro::executor;
+  auto live = std::make_shared<std::size_t>(0);
+  asio::steady_timer backoff(executor);
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(kTuple);
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      // Out of descriptors and the like: back off instead of spinning.
+      KV_LOG(warning) << "accept failed: " << ec.message();
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(kTuple);
+      continue;
+    }
+    if (*live >= options.max_connections) {
+      KV_LOG(warning) << "refusing connection: " << *live << " connections open";
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true));
+    ++*live;
+    asio::co_spawn(
+        executor,
+        [&store, options, live, s = std::move(socket)]() mutable -> asio::awaitable<void> {
+          co_await run_session(s, store, options);
+        },
+        [live](std::exception_ptr e) {
+          --*live;
+          if (e) {
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+              KV_LOG(error) << "session ended: " << ex.what();
+            }
+          }
+        });
+  }
+}
+
+}  // namespace kv::node

@@ -1,0 +1,123 @@
+// kvnode: a data node. Serves the binary protocol and WebSocket notifications over one
+// io_context thread; see docs/protocol.md and docs/storage.md.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "common/log.hpp"
+#include "common/notification.hpp"
+#include "node/binary_server.hpp"
+#include "node/http_server.hpp"
+#include "node/store.hpp"
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+using asio::ip::tcp;
+
+int main(int argc, char** argv) {
+  std::string name, data, host, level, durability;
+  unsigned short port = 0, http_port = 0;
+  kv::node::BinaryOptions binary_options;
+  kv::node::HttpLimits http_limits;
+  po::options_description opts(
+      "kvnode: a kvstore data node\n\n"
+      "Usage: kvnode --name a --data DIR [--port 7001] [--http-port 7101]\n\nOptions");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("name", po::value(&name)->default_value("a"),
+     "node name, 1-8 lowercase letters; the suffix of the item ids this node creates")
+    ("data", po::value(&data)->required(), "data directory (created when missing)")
+    ("host", po::value(&host)->default_value("127.0.0.1"), "address to listen on")
+    ("port", po::value(&port)->default_value(0), "binary protocol port (0: any free port)")
+    ("http-port", po::value(&http_port)->default_value(0),
+     "HTTP port for /ws notifications, /status and /healthz (0: any free port)")
+    ("durability", po::value(&durability)->default_value("async"),
+     "sync: fsync every commit before acknowledging; async: leave it to the OS")
+    ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
+     "binary-protocol connections served at once")
+    ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
+     "notifications queued per WebSocket subscriber before it is disconnected")
+    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    if (vm.count("help")) {
+      std::cout << opts << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    if (durability != "sync" && durability != "async") {
+      throw std::invalid_argument("--durability must be sync or async");
+    }
+    kv::log::init(level);
+  } catch (const std::exception& e) {
+    std::cerr << "kvnode: " << e.what() << "\nTry 'kvnode --help'.\n";
+    return 2;
+  }
+
+  try {
+    kv::node::Store store({data, name, durability == "sync"});
+    asio::io_context io(1);
+    auto address = asio::ip::make_address(host);
+    tcp::acceptor binary(io, {address, port});
+    tcp::acceptor web(io, {address, http_port});
+    kv::node::NotificationHub hub;
+    binary_options.http_port = web.local_endpoint().port();
+
+    store.set_observer([&](const kv::node::StoreEvent& e) {
+      kv::Notification n;
+      n.kind = e.kind == kv::node::StoreEvent::Kind::kLocal ? kv::Notification::Kind::kLocal
+                                                             : kv::Notification::Kind::kSynced;
+      n.node = name;
+      n.op = e.op;
+      n.item = e.item;
+      n.seq = e.seq;
+      n.stamp = e.stamp;
+      n.origin = e.origin;
+      KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v"
+                    << e.item.version;
+      hub.publish(std::make_shared<const std::string>(kv::to_json(n)));
+    });
+    auto hello = [&] {
+      kv::Notification n;
+      n.kind = kv::Notification::Kind::kHello;
+      n.node = name;
+      n.seq = store.status().seq;
+      return kv::to_json(n);
+    };
+
+    auto on_done = [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    };
+    asio::co_spawn(io, kv::node::serve_binary(binary, store, binary_options), on_done);
+    asio::co_spawn(io, kv::node::serve_http(web, store, hub, http_limits, hello), on_done);
+
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      KV_LOG(info) << "signal " << sig << ": shutting down";
+      io.stop();
+    });
+
+    const auto s = store.status();
+    KV_LOG(info) << "node " << name << " opened " << data << ": version " << s.version << ", "
+                 << s.items << " items, " << s.unsynced << " unsynced changes";
+    std::cout << "kvnode " << name << " ready binary=" << binary.local_endpoint()
+              << " http=" << web.local_endpoint() << std::endl;
+    io.run();
+    KV_LOG(info) << "node " << name << " stopped";
+    return 0;
+  } catch (const kv::StoreError& e) {
+    std::cerr << "kvnode: " << e.what() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "kvnode: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,86 @@
+#include "node/store_format.hpp"
+
+#include <span>
+
+#include "common/bytes.hpp"
+#include "common/protocol.hpp"
+
+namespace kv::node {
+namespace {
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+constexpr std::uint8_t kCompleted = 0x01;
+constexpr std::uint8_t kDeleted = 0x02;
+}  // namespace
+
+std::string encode_meta(const Meta& m) {
+  std::string out;
+  proto::Writer w(out);
+  w.u8(kFormatVersion);
+  w.str(m.name);
+  w.varint(m.incarnation);
+  w.varint(m.version);
+  w.varint(m.seq);
+  w.varint(m.applied_stamp);
+  w.varint(m.synced_upto);
+  w.varint(m.max_id_number);
+  return out;
+}
+
+std::optional<Meta> decode_meta(std::string_view bytes) {
+  proto::Reader r(bytes_of(bytes));
+  if (r.u8() != kFormatVersion) return std::nullopt;
+  Meta m;
+  m.name = r.str(proto::kMaxNameBytes);
+  m.incarnation = r.varint();
+  m.version = r.varint();
+  m.seq = r.varint();
+  m.applied_stamp = r.varint();
+  m.synced_upto = r.varint();
+  m.max_id_number = r.varint();
+  if (!r.done() || m.synced_upto > m.seq) return std::nullopt;
+  return m;
+}
+
+std::string encode_record(const Record& rec) {
+  std::string out;
+  proto::Writer w(out);
+  w.u8(kFormatVersion);
+  w.u8((rec.completed ? kCompleted : 0) | (rec.deleted ? kDeleted : 0));
+  w.varint(rec.version);
+  w.varint(rec.stamp);
+  w.varint(rec.local_seq);
+  w.str(rec.origin);
+  w.varint(rec.origin_seq);
+  w.str(rec.title);
+  return out;
+}
+
+std::optional<Record> decode_record(std::string_view bytes) {
+  proto::Reader r(bytes_of(bytes));
+  if (r.u8() != kFormatVersion) return std::nullopt;
+  Record rec;
+  const std::uint8_t flags = r.u8();
+  if (flags & ~(kCompleted | kDeleted)) return std::nullopt;
+  rec.completed = flags & kCompleted;
+  rec.deleted = flags & kDeleted;
+  rec.version = r.varint();
+  rec.stamp = r.varint();
+  rec.local_seq = r.varint();
+  rec.origin = r.str(proto::kMaxNameBytes);
+  rec.origin_seq = r.varint();
+  rec.title = r.str(proto::kMaxTitleBytes);
+  if (!r.done()) return std::nullopt;
+  return rec;
+}
+
+std::string item_key(std::string_view id) { return std::string(kItemPrefix) + std::string(id); }
+
+std::string change_key(std::uint64_t seq) {
+  std::string k(kChangePrefix);
+  append_be64(k, seq);
+  return k;
+}
+
+}  // namespace kv::node

@@ -1,0 +1,56 @@
+// The node's on-disk records (docs/storage.md). Pure encode/decode over bytes, shared by the
+// writer and the recovery code, and the target of the store fuzzer.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace kv::node {
+
+// Keys in the node's RocksDB database.
+inline constexpr std::string_view kMetaKey = "m";     // the Meta record
+inline constexpr std::string_view kItemPrefix = "i";  // "i" + item id -> Record
+inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> item id
+
+inline constexpr std::uint8_t kFormatVersion = 1;
+
+// Store-wide counters, rewritten in every commit.
+struct Meta {
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::uint64_t version = 0;        // store-wide version counter
+  std::uint64_t seq = 0;            // node-local change sequence
+  std::uint64_t applied_stamp = 0;  // every stamp up to here has been delivered
+  std::uint64_t synced_upto = 0;    // local changes up to here are in the syncer's log
+  std::uint64_t max_id_number = 0;  // the largest id number seen; new ids take the next one
+
+  friend bool operator==(const Meta&, const Meta&) = default;
+};
+
+// One item as stored. `version` is what users see; `stamp` is the stamp of the last value the
+// syncer delivered (0 if none) and decides conflicts; `local_seq` is the sequence number of the
+// item's latest local change (0 if none).
+struct Record {
+  std::string title;
+  bool completed = false;
+  bool deleted = false;
+  std::uint64_t version = 0;
+  std::uint64_t stamp = 0;
+  std::uint64_t local_seq = 0;
+  std::string origin;
+  std::uint64_t origin_seq = 0;
+
+  friend bool operator==(const Record&, const Record&) = default;
+};
+
+std::string encode_meta(const Meta& m);
+std::optional<Meta> decode_meta(std::string_view bytes);
+std::string encode_record(const Record& r);
+std::optional<Record> decode_record(std::string_view bytes);
+
+std::string item_key(std::string_view id);
+std::string change_key(std::uint64_t seq);
+
+}  // namespace kv::node

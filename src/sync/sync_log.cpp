@@ -1,0 +1,211 @@
+#include "sync/sync_log.hpp"
+
+#include <rocksdb/iterator.h>
+#include <rocksdb/write_batch.h>
+
+#include <map>
+#include <set>
+#include <span>
+#include <unordered_map>
+
+#include "common/db.hpp"
+
+namespace kv::sync {
+
+namespace {
+constexpr std::string_view kMetaKey = "m";       // varint format, varint counter
+constexpr std::string_view kEntryPrefix = "e";   // "e" + item id -> entry
+constexpr std::string_view kCursorPrefix = "k";  // "k" + node name -> varint incarnation, cursor
+constexpr std::uint8_t kFormat = 1;
+
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+std::string encode_entry(const StampedChange& c) {
+  std::string out;
+  proto::Writer w(out);
+  w.u8(kFormat);
+  w.varint(c.stamp);
+  w.str(c.origin);
+  w.varint(c.origin_seq);
+  w.item(c.item);
+  return out;
+}
+
+std::optional<StampedChange> decode_entry(std::string_view bytes) {
+  proto::Reader r(bytes_of(bytes));
+  if (r.u8() != kFormat) return std::nullopt;
+  StampedChange c;
+  c.stamp = r.varint();
+  c.origin = r.str(proto::kMaxNameBytes);
+  c.origin_seq = r.varint();
+  c.item = r.item();
+  if (!r.done() || c.item.version != c.stamp) return std::nullopt;
+  return c;
+}
+
+struct Cursor {
+  std::uint64_t incarnation = 0;
+  std::uint64_t seq = 0;
+};
+}  // namespace
+
+struct SyncLog::Impl {
+  SyncLogOptions options;
+  std::unique_ptr<rocksdb::DB> db;
+  std::uint64_t counter = 0;
+  std::unordered_map<std::string, StampedChange> latest;
+  std::set<std::pair<std::uint64_t, std::string>> by_stamp;
+  std::map<std::string, Cursor> cursors;
+
+  void put_meta(rocksdb::WriteBatch& b, std::uint64_t c) const {
+    std::string v;
+    proto::Writer w(v);
+    w.u8(kFormat);
+    w.varint(c);
+    b.Put(kMetaKey, v);
+  }
+  void put_cursor(rocksdb::WriteBatch& b, const std::string& node, const Cursor& c) const {
+    std::string v;
+    proto::Writer w(v);
+    w.varint(c.incarnation);
+    w.varint(c.seq);
+    b.Put(std::string(kCursorPrefix) + node, v);
+  }
+  void write(rocksdb::WriteBatch& b) {
+    const auto s = db::write(*db, b, options.sync_writes);
+    if (!s.ok()) throw StoreError("syncer log write failed: " + s.ToString());
+  }
+  [[noreturn]] void corrupt(const std::string& what) const {
+    throw StoreError("syncer data directory " + options.dir.string() + ": " + what);
+  }
+  void load();
+};
+
+void SyncLog::Impl::load() {
+  std::string v;
+  if (!db->Get(rocksdb::ReadOptions(), kMetaKey, &v).ok()) corrupt("the meta record is missing");
+  proto::Reader r(bytes_of(v));
+  if (r.u8() != kFormat) corrupt("unknown format");
+  counter = r.varint();
+  if (!r.done()) corrupt("the meta record is corrupt");
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(kEntryPrefix); it->Valid() && it->key().starts_with(kEntryPrefix); it->Next()) {
+    auto e = decode_entry(it->value().ToStringView());
+    if (!e || e->item.id != it->key().ToStringView().substr(1) || e->stamp > counter) {
+      corrupt("log entry '" + it->key().ToString().substr(1) + "' is corrupt");
+    }
+    by_stamp.emplace(e->stamp, e->item.id);
+    latest.emplace(e->item.id, std::move(*e));
+  }
+  for (it->Seek(kCursorPrefix); it->Valid() && it->key().starts_with(kCursorPrefix); it->Next()) {
+    proto::Reader cr(bytes_of(it->value().ToStringView()));
+    Cursor c{cr.varint(), cr.varint()};
+    if (!cr.done()) corrupt("a node cursor is corrupt");
+    cursors[it->key().ToString().substr(1)] = c;
+  }
+  if (!it->status().ok()) corrupt(it->status().ToString());
+}
+
+SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  auto opened = db::open(impl_->options.dir);
+  impl_->db = std::move(opened.db);
+  if (opened.created) {
+    rocksdb::WriteBatch b;
+    impl_->put_meta(b, 0);
+    impl_->write(b);
+  } else {
+    impl_->load();
+  }
+}
+
+SyncLog::~SyncLog() = default;
+
+std::uint64_t SyncLog::counter() const { return impl_->counter; }
+std::size_t SyncLog::size() const { return impl_->latest.size(); }
+
+std::uint64_t SyncLog::cursor(const std::string& node, std::uint64_t incarnation) const {
+  auto it = impl_->cursors.find(node);
+  if (it == impl_->cursors.end() || it->second.incarnation != incarnation) return 0;
+  return it->second.seq;
+}
+
+SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnation,
+                                const std::vector<Change>& changes, std::uint64_t next_cursor) {
+  auto& im = *impl_;
+  Stamped out;
+  const std::uint64_t s = im.counter + 1;
+  std::unordered_map<std::string, std::size_t> in_batch;  // a fetch holds each id at most once
+  for (const auto& c : changes) {
+    auto it = im.latest.find(c.item.id);
+    if (it != im.latest.end() &&
+        !stamped_beats(c.item.deleted, s, it->second.item.deleted, it->second.stamp)) {
+      out.dropped.push_back(c);
+      continue;
+    }
+    if (in_batch.count(c.item.id)) continue;
+    StampedChange e{s, node, c.seq, c.item};
+    e.item.version = s;
+    if (it == im.latest.end()) out.created.push_back(c.item.id);
+    in_batch.emplace(c.item.id, out.accepted.size());
+    out.accepted.push_back(std::move(e));
+  }
+  const Cursor cur{incarnation, next_cursor};
+  rocksdb::WriteBatch b;
+  for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
+  im.put_cursor(b, node, cur);
+  if (!out.accepted.empty()) im.put_meta(b, s);
+  im.write(b);
+
+  im.cursors[node] = cur;
+  if (out.accepted.empty()) return out;
+  im.counter = s;
+  out.stamp = s;
+  for (const auto& e : out.accepted) {
+    auto it = im.latest.find(e.item.id);
+    if (it != im.latest.end()) {
+      im.by_stamp.erase({it->second.stamp, e.item.id});
+      it->second = e;
+    } else {
+      im.latest.emplace(e.item.id, e);
+    }
+    im.by_stamp.emplace(s, e.item.id);
+  }
+  return out;
+}
+
+void SyncLog::observe_stamp(std::uint64_t stamp) {
+  if (stamp <= impl_->counter) return;
+  rocksdb::WriteBatch b;
+  impl_->put_meta(b, stamp);
+  impl_->write(b);
+  impl_->counter = stamp;
+}
+
+proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
+                                      std::uint64_t synced_upto) const {
+  const auto& im = *impl_;
+  proto::msg::Apply batch;
+  batch.synced_upto = synced_upto;
+  batch.upto_stamp = std::max(after, im.counter);
+  for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}}); it != im.by_stamp.end();
+       ++it) {
+    if (batch.changes.size() >= limit && it->first != batch.changes.back().stamp) {
+      batch.upto_stamp = batch.changes.back().stamp;
+      break;
+    }
+    batch.changes.push_back(im.latest.at(it->second));
+  }
+  return batch;
+}
+
+std::vector<StampedChange> SyncLog::snapshot() const {
+  std::vector<StampedChange> out;
+  out.reserve(impl_->latest.size());
+  for (const auto& [stamp, id] : impl_->by_stamp) out.push_back(impl_->latest.at(id));
+  return out;
+}
+
+}  // namespace kv::sync

@@ -1,0 +1,291 @@
+#include "sync/syncer.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/log.hpp"
+#include "common/node_client.hpp"
+#include "common/notification.hpp"
+#include "common/ws_client.hpp"
+#include "sync/sync_log.hpp"
+
+namespace kv::sync {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// A level-triggered wake-up: notify() before wait() is not lost.
+class Signal {
+ public:
+  explicit Signal(asio::any_io_executor ex) : timer_(ex) {}
+  void notify() {
+    set_ = true;
+    timer_.cancel();
+  }
+  asio::awaitable<void> wait() {
+    while (!set_) {
+      timer_.expires_at(asio::steady_timer::time_point::max());
+      co_await timer_.async_wait(kTuple);
+    }
+    set_ = false;
+  }
+
+ private:
+  asio::steady_timer timer_;
+  bool set_ = false;
+};
+
+struct Link {
+  Link(asio::any_io_executor ex, std::string address)
+      : address(std::move(address)), client(ex), ws(ex), fetch(ex), send(ex) {}
+  std::string address;
+  NodeClient client;
+  WsSubscription ws;
+  Signal fetch;  // the node has (or may have) local changes past our cursor
+  Signal send;   // the log has stamps the node has not applied
+  bool connected = false;
+  bool ever_connected = false;
+  NodeStatus status;                // as reported when the link came up
+  std::uint64_t applied_stamp = 0;  // as the node last reported
+  std::uint64_t synced_upto = 0;
+};
+
+// One line per stamped change, printed once every connected node applied it.
+struct Report {
+  std::string origin;
+  std::vector<std::string> lines;
+};
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
+
+template <class T>
+T expect(proto::Response r, const char* what) {
+  if (auto* e = std::get_if<proto::msg::Error>(&r)) {
+    fail(std::string(what) + " refused: " + std::string(proto::to_string(e->code)) + ": " +
+         e->message);
+  }
+  return std::get<T>(std::move(r));
+}
+
+std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+}  // namespace
+
+struct Syncer::Impl {
+  Impl(asio::any_io_executor ex, SyncerOptions opts)
+      : executor(ex), options(std::move(opts)), log({options.data, options.sync_writes}) {
+    for (const auto& a : options.nodes) links.push_back(std::make_unique<Link>(ex, a));
+  }
+
+  asio::any_io_executor executor;
+  SyncerOptions options;
+  SyncLog log;
+  std::vector<std::unique_ptr<Link>> links;
+  std::map<std::uint64_t, Report> reports;  // by stamp, awaiting delivery
+  std::function<void()> on_all_connected;
+
+  asio::awaitable<void> run_link(Link& link);
+  asio::awaitable<void> watch(Link& link);
+  asio::awaitable<void> fetch_loop(Link& link);
+  asio::awaitable<void> send_loop(Link& link);
+  void connected(Link& link);
+  void flush_reports();
+};
+
+Syncer::Syncer(asio::any_io_executor executor, SyncerOptions options)
+    : impl_(std::make_unique<Impl>(executor, std::move(options))) {}
+
+Syncer::~Syncer() = default;
+
+asio::awaitable<void> Syncer::run(std::function<void()> on_all_connected) {
+  impl_->on_all_connected = std::move(on_all_connected);
+  KV_LOG(info) << "syncer log: stamp " << impl_->log.counter() << ", " << impl_->log.size()
+               << " items";
+  // One coroutine per link; none of them returns unless cancelled.
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<asio::awaitable<void>> tasks;
+  auto remaining = std::make_shared<std::size_t>(impl_->links.size());
+  asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
+  for (auto& l : impl_->links) {
+    asio::co_spawn(ex, impl_->run_link(*l), [remaining, &all_done](std::exception_ptr) {
+      if (--*remaining == 0) all_done.cancel();
+    });
+  }
+  co_await all_done.async_wait(kTuple);
+}
+
+asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
+  auto backoff = options.backoff_initial;
+  asio::steady_timer wait(executor);
+  for (;;) {
+    try {
+      const auto [host, port] = parse_host_port(link.address);
+      co_await link.client.connect(host, port, options.call_timeout);
+      auto st = expect<proto::msg::StatusReply>(
+                    co_await link.client.call(proto::msg::Status{}, options.call_timeout), "STATUS")
+                    .status;
+      for (const auto& other : links) {
+        if (other.get() != &link && other->connected && other->status.name == st.name) {
+          fail("the node at " + link.address + " is named '" + st.name + "' like the node at " +
+               other->address + "; node names must differ");
+        }
+      }
+      // A node that applied stamps this log never issued means the log was replaced: never
+      // hand those stamps out again.
+      log.observe_stamp(st.applied_stamp);
+      co_await link.ws.connect(host, static_cast<std::uint16_t>(st.http_port),
+                               options.call_timeout);
+      link.status = st;
+      link.applied_stamp = st.applied_stamp;
+      link.synced_upto = st.synced_upto;
+      connected(link);
+      backoff = options.backoff_initial;
+      co_await (watch(link) || fetch_loop(link) || send_loop(link));
+    } catch (const std::exception& e) {
+      if (link.connected) {
+        KV_LOG(warning) << "lost node " << link.status.name << " at " << link.address << ": "
+                        << e.what() << "; reconnecting";
+      } else {
+        KV_LOG(info) << "node at " << link.address << " unavailable: " << e.what()
+                     << "; retrying in " << backoff.count() << " ms";
+      }
+    }
+    const bool was_connected = link.connected;
+    link.connected = false;
+    link.client.close();
+    link.ws.close();
+    if (was_connected) flush_reports();
+    wait.expires_after(backoff);
+    co_await wait.async_wait(kTuple);
+    backoff = std::min(backoff * 2, options.backoff_max);
+  }
+}
+
+void Syncer::Impl::connected(Link& link) {
+  link.connected = true;
+  const auto& st = link.status;
+  KV_LOG(info) << "connected to node " << st.name << " at " << link.address << " (version "
+               << st.version << ", applied stamp " << st.applied_stamp << ", cursor "
+               << log.cursor(st.name, st.incarnation) << " of seq " << st.seq << ")";
+  link.fetch.notify();
+  link.send.notify();
+  if (!link.ever_connected) {
+    link.ever_connected = true;
+    if (on_all_connected && std::all_of(links.begin(), links.end(),
+                                        [](const auto& l) { return l->ever_connected; })) {
+      auto cb = std::move(on_all_connected);
+      on_all_connected = nullptr;
+      cb();
+    }
+  }
+}
+
+asio::awaitable<void> Syncer::Impl::watch(Link& link) {
+  for (;;) {
+    const std::string text = co_await link.ws.next();
+    auto n = parse_notification(text);
+    if (!n) {
+      KV_LOG(warning) << "node " << link.status.name << " sent a notification we cannot parse";
+      continue;
+    }
+    // Local changes (and the greeting) may need a fetch; changes we applied never do (no echo).
+    if (n->kind != Notification::Kind::kSynced &&
+        n->seq > log.cursor(link.status.name, link.status.incarnation)) {
+      link.fetch.notify();
+    }
+  }
+}
+
+asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
+  const std::string& name = link.status.name;
+  const std::uint64_t inc = link.status.incarnation;
+  for (;;) {
+    co_await link.fetch.wait();
+    for (;;) {
+      const std::uint64_t cursor = log.cursor(name, inc);
+      auto got = expect<proto::msg::Changes>(
+          co_await link.client.call(proto::msg::Fetch{cursor, options.fetch_limit},
+                                    options.call_timeout),
+          "FETCH");
+      if (got.changes.empty() && got.seq_high <= cursor) break;
+      auto stamped = log.stamp(name, inc, got.changes, got.seq_high);
+      for (const auto& c : stamped.dropped) {
+        KV_LOG(info) << "sync " << name << ":" << c.item.id << " update v" << c.item.version
+                     << " dropped: the item was deleted first";
+      }
+      if (stamped.stamp != 0) {
+        Report& r = reports[stamped.stamp];
+        r.origin = name;
+        std::set<std::string> created(stamped.created.begin(), stamped.created.end());
+        std::map<std::string, std::uint64_t> local_version;
+        for (const auto& c : got.changes) local_version[c.item.id] = c.item.version;
+        for (const auto& c : stamped.accepted) {
+          std::ostringstream line;
+          line << name << ":" << c.item.id << " "
+               << (c.item.deleted ? "delete" : created.count(c.item.id) ? "create" : "update")
+               << " " << quoted(c.item.title) << (c.item.completed ? " completed" : "")
+               << " v" << local_version[c.item.id] << " -> stamp " << c.stamp;
+          r.lines.push_back(line.str());
+        }
+      }
+      for (auto& l : links) l->send.notify();  // the origin too: its synced_upto moved
+      if (got.changes.size() < options.fetch_limit) break;
+    }
+  }
+}
+
+asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
+  const std::string& name = link.status.name;
+  const std::uint64_t inc = link.status.incarnation;
+  for (;;) {
+    co_await link.send.wait();
+    for (;;) {
+      const std::uint64_t cursor = log.cursor(name, inc);
+      if (link.applied_stamp >= log.counter() && link.synced_upto >= cursor) break;
+      auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
+      auto applied = expect<proto::msg::Applied>(
+          co_await link.client.call(std::move(batch), options.call_timeout), "APPLY");
+      link.applied_stamp = applied.applied_stamp;
+      link.synced_upto = applied.synced_upto;
+      flush_reports();
+    }
+  }
+}
+
+void Syncer::Impl::flush_reports() {
+  while (!reports.empty()) {
+    auto it = reports.begin();
+    std::vector<std::string> applied, waiting;
+    for (const auto& l : links) {
+      const std::string& n = l->connected ? l->status.name : l->address;
+      if (l->connected && l->applied_stamp >= it->first) {
+        applied.push_back(n);
+      } else if (l->connected) {
+        return;  // a live node is still on its way: report once it has applied
+      } else {
+        waiting.push_back(n);
+      }
+    }
+    std::string nodes;
+    for (const auto& n : applied) nodes += (nodes.empty() ? "" : ",") + n;
+    std::string later;
+    for (const auto& n : waiting) later += (later.empty() ? "" : ",") + n;
+    for (const auto& line : it->second.lines) {
+      KV_LOG(info) << "sync " << line << " applied on " << (nodes.empty() ? "-" : nodes)
+                   << (later.empty() ? "" : " (later: " + later + ")");
+    }
+    reports.erase(it);
+  }
+}
+
+}  // namespace kv::sync

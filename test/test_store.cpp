@@ -1,0 +1,219 @@
+// The node store through its public interface: the seed's version example, local changes and
+// the change log, the rules for stamped changes, persistence and refusal of bad data.
+#define BOOST_TEST_MODULE store
+#include <boost/test/unit_test.hpp>
+
+#include <rocksdb/db.h>
+
+#include "node/store.hpp"
+#include "node/store_format.hpp"
+#include "temp_dir.hpp"
+
+using namespace kv;
+using namespace kv::node;
+using proto::ErrorCode;
+using proto::msg::Error;
+
+namespace {
+Item ok(Result<Item> r) {
+  if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("unexpected error: " << e->message);
+  return std::get<Item>(r);
+}
+ErrorCode err(Result<Item> r) {
+  BOOST_TEST_REQUIRE(std::holds_alternative<Error>(r));
+  return std::get<Error>(r).code;
+}
+proto::msg::Update set_completed(std::string id, bool v) { return {std::move(id), v, std::nullopt}; }
+StampedChange stamped(std::uint64_t stamp, Item item, std::string origin = "b",
+                      std::uint64_t origin_seq = 1) {
+  item.version = stamp;
+  return StampedChange{stamp, std::move(origin), origin_seq, std::move(item)};
+}
+proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
+                          std::vector<StampedChange> changes) {
+  auto r = s.apply(proto::msg::Apply{upto, synced, std::move(changes)});
+  if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("apply failed: " << e->message);
+  return std::get<proto::msg::Applied>(r);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_seed_version_example) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  // 1. create TaskA, 2. create TaskB, 3. update 1 complete: one store-wide counter.
+  const Item a = ok(s.create("TaskA"));
+  BOOST_TEST(a.id == "1a");
+  BOOST_TEST(a.version == 1u);
+  const Item b = ok(s.create("TaskB"));
+  BOOST_TEST(b.id == "2a");
+  BOOST_TEST(b.version == 2u);
+  const Item a3 = ok(s.update(set_completed("1a", true)));
+  BOOST_TEST(a3.version == 3u);
+  BOOST_TEST(a3.completed);
+  const auto items = s.list();
+  BOOST_TEST_REQUIRE(items.size() == 2u);
+  BOOST_TEST((items[0] == Item{"1a", "TaskA", true, false, 3}));
+  BOOST_TEST((items[1] == Item{"2a", "TaskB", false, false, 2}));
+  BOOST_TEST(s.status().version == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(fetch_returns_the_latest_local_change_of_each_item_in_order) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  ok(s.create("TaskA"));                    // seq 1
+  ok(s.create("TaskB"));                    // seq 2
+  ok(s.update(set_completed("1a", true)));  // seq 3 supersedes seq 1
+  auto all = s.fetch(0, 100);
+  BOOST_TEST(all.seq_high == 3u);
+  BOOST_TEST_REQUIRE(all.changes.size() == 2u);
+  BOOST_TEST(all.changes[0].seq == 2u);
+  BOOST_TEST(all.changes[0].item.id == "2a");
+  BOOST_TEST(all.changes[1].seq == 3u);
+  BOOST_TEST(all.changes[1].item.completed);
+  // A limit stops early, and seq_high tells where to go on from.
+  auto first = s.fetch(0, 1);
+  BOOST_TEST(first.changes.size() == 1u);
+  BOOST_TEST(first.seq_high == 2u);
+  BOOST_TEST(s.fetch(first.seq_high, 100).changes.size() == 1u);
+  BOOST_TEST(s.fetch(3, 100).changes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(seed_restamp_overwrites_versions_and_moves_the_counter) {
+  test::TempDir dir;
+  Store a({dir / "a", "a"});
+  Store b({dir / "b", "b"});
+  ok(a.create("TaskA"));
+  ok(a.create("TaskB"));
+  ok(a.update(set_completed("1a", true)));
+  // The syncer stamps A's diff with its version 1 and sends it to both nodes.
+  std::vector<StampedChange> diff;
+  for (const auto& c : a.fetch(0, 100).changes) diff.push_back(stamped(1, c.item, "a", c.seq));
+  apply(a, 1, 3, diff);
+  apply(b, 1, 0, diff);
+  for (Store* s : {&a, &b}) {
+    const auto items = s->list();
+    BOOST_TEST_REQUIRE(items.size() == 2u);
+    BOOST_TEST((items[0] == Item{"1a", "TaskA", true, false, 1}));
+    BOOST_TEST((items[1] == Item{"2a", "TaskB", false, false, 1}));
+  }
+  // No echo: what the syncer applied is not a local change.
+  BOOST_TEST(a.fetch(0, 100).changes.empty());
+  BOOST_TEST(b.fetch(0, 100).changes.empty());
+  // 4. create TaskC on B: version 2, and an id that no other node can take.
+  const Item c = ok(b.create("TaskC"));
+  BOOST_TEST(c.version == 2u);
+  BOOST_TEST(c.id == "3b");
+}
+
+BOOST_AUTO_TEST_CASE(applying_the_same_batch_twice_changes_nothing) {
+  test::TempDir dir;
+  Store s({dir / "b", "b"});
+  std::vector<StampedChange> diff{stamped(4, Item{"1a", "x", false, false, 0}),
+                                  stamped(4, Item{"2a", "y", true, false, 0})};
+  BOOST_TEST(apply(s, 4, 0, diff).changed == 2u);
+  const auto before = s.list();
+  BOOST_TEST(apply(s, 4, 0, diff).changed == 0u);
+  BOOST_TEST((s.list() == before));
+}
+
+BOOST_AUTO_TEST_CASE(an_unsynced_local_change_wins_over_an_earlier_stamped_update) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  apply(s, 1, 0, {stamped(1, Item{"1b", "from b", false, false, 0})});
+  const Item mine = ok(s.update(set_completed("1b", true)));
+  // B's concurrent update, stamped before A's change reached the syncer: A keeps its own value,
+  // which the syncer will stamp later (higher) and hand to everyone.
+  apply(s, 2, 0, {stamped(2, Item{"1b", "renamed on b", false, false, 0})});
+  BOOST_TEST(ok(s.get("1b")).title == "from b");
+  BOOST_TEST(ok(s.get("1b")).completed);
+  BOOST_TEST(s.fetch(0, 10).changes.size() == 1u);
+  // Once the syncer says the change is in its log, a later stamp decides as usual.
+  const auto seq = s.fetch(0, 10).changes[0].seq;
+  Item echo = mine;
+  apply(s, 3, seq, {stamped(3, echo, "a", seq)});
+  BOOST_TEST(ok(s.get("1b")).version == 3u);
+  BOOST_TEST(s.fetch(0, 10).changes.empty());
+  BOOST_TEST(s.status().unsynced == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stamped_delete_beats_an_unsynced_local_update) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  apply(s, 1, 0, {stamped(1, Item{"1b", "t", false, false, 0})});
+  ok(s.update(set_completed("1b", true)));
+  apply(s, 2, 0, {stamped(2, Item{"1b", "t", false, true, 0})});
+  BOOST_TEST((err(s.get("1b")) == ErrorCode::kDeleted));
+  BOOST_TEST(s.fetch(0, 10).changes.empty());  // the doomed update is not sent on
+}
+
+BOOST_AUTO_TEST_CASE(a_late_update_never_brings_a_deleted_item_back) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  apply(s, 5, 0, {stamped(5, Item{"1b", "t", false, true, 0})});
+  // An update stamped earlier, or even later: a delete is final.
+  apply(s, 6, 0, {stamped(3, Item{"1b", "old", false, false, 0}),
+                  stamped(6, Item{"1b", "new", true, false, 0})});
+  BOOST_TEST((err(s.get("1b")) == ErrorCode::kDeleted));
+  BOOST_TEST(s.list().empty());
+  BOOST_TEST((err(s.update(set_completed("1b", true))) == ErrorCode::kDeleted));
+}
+
+BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  BOOST_TEST((err(s.create("")) == ErrorCode::kInvalidArgument));
+  BOOST_TEST((err(s.create("   ")) == ErrorCode::kInvalidArgument));
+  BOOST_TEST((err(s.create(std::string(proto::kMaxTitleBytes + 1, 'x'))) ==
+              ErrorCode::kInvalidArgument));
+  BOOST_TEST((err(s.get("9z")) == ErrorCode::kNotFound));
+  BOOST_TEST((err(s.remove("9z")) == ErrorCode::kNotFound));
+  BOOST_TEST((err(s.update(set_completed("9z", true))) == ErrorCode::kNotFound));
+  BOOST_TEST((err(s.update(proto::msg::Update{"9z", std::nullopt, std::nullopt})) ==
+              ErrorCode::kInvalidArgument));
+  BOOST_TEST(s.status().version == 0u);
+  ok(s.create("x"));
+  ok(s.remove("1a"));
+  BOOST_TEST((err(s.remove("1a")) == ErrorCode::kDeleted));
+  // A batch that claims more local changes than the node ever made is refused.
+  auto r = s.apply(proto::msg::Apply{1, 99, {}});
+  BOOST_TEST(std::holds_alternative<Error>(r));
+}
+
+BOOST_AUTO_TEST_CASE(everything_survives_a_reopen) {
+  test::TempDir dir;
+  NodeStatus before;
+  std::vector<Item> items;
+  {
+    Store s({dir / "a", "a"});
+    ok(s.create("one"));
+    ok(s.create("two"));
+    apply(s, 7, 1, {stamped(7, Item{"5b", "from b", false, false, 0})});
+    ok(s.remove("2a"));
+    before = s.status();
+    items = s.list();
+  }
+  Store s({dir / "a", "a"});
+  BOOST_TEST((s.status() == before));
+  BOOST_TEST((s.list() == items));
+  // 1a's create is in the syncer's log (synced_upto 1); 2a's create and delete coalesce.
+  BOOST_TEST(s.fetch(0, 10).changes.size() == 1u);
+  BOOST_TEST(ok(s.create("three")).id == "6a");  // ids continue past everything seen
+}
+
+BOOST_AUTO_TEST_CASE(a_data_directory_of_another_node_or_corrupt_is_refused) {
+  test::TempDir dir;
+  { Store s({dir / "a", "a"}); ok(s.create("x")); }
+  BOOST_CHECK_THROW(Store({dir / "a", "b"}), StoreError);
+  {
+    rocksdb::DB* raw = nullptr;
+    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (dir / "a").string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    BOOST_TEST(db->Put(rocksdb::WriteOptions(), item_key("1a"), "\x01garbage").ok());
+  }
+  try {
+    Store s({dir / "a", "a"});
+    BOOST_FAIL("a corrupt record was accepted");
+  } catch (const StoreError& e) {
+    BOOST_TEST(std::string(e.what()).find("corrupt") != std::string::npos);
+  }
+}
