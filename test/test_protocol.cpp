@@ -97,11 +97,15 @@ BOOST_AUTO_TEST_CASE(the_documented_hex_example_decodes) {
   // docs/protocol.md: CREATE "Buy milk" with request id 1.
   std::string wire;
   encode_request(wire, 1, msg::Create{"Buy milk"});
-  const std::string expected("\x00\x00\x00\x0e\x10\x00\x00\x00\x01\x08" "Buy milk", 18);
+  const std::string expected(
+      "\x00\x00\x00\x0e\x10\x00\x00\x00\x01\x08"
+      "Buy milk",
+      18);
   BOOST_TEST(wire == expected);
   // And its answer: item 1a, "Buy milk", not completed, version 1.
   std::string reply;
-  encode_response(reply, 1, MsgType::kCreate, msg::ItemReply{Item{"1a", "Buy milk", false, false, 1}});
+  encode_response(reply, 1, MsgType::kCreate,
+                  msg::ItemReply{Item{"1a", "Buy milk", false, false, 1}});
   const std::string expected_reply(
       "\x00\x00\x00\x13\x90\x00\x00\x00\x01\x02"
       "1a\x08"
@@ -218,7 +222,8 @@ BOOST_AUTO_TEST_CASE(random_garbage_never_crashes_the_decoder) {
     if (junk.size() >= 4 && round % 2 == 0) {
       // Mostly-plausible lengths reach the payload parsers.
       const std::uint32_t len = junk.size() - 4;
-      junk[0] = 0, junk[1] = 0, junk[2] = static_cast<char>(len >> 8), junk[3] = static_cast<char>(len);
+      junk[0] = 0, junk[1] = 0, junk[2] = static_cast<char>(len >> 8),
+      junk[3] = static_cast<char>(len);
     }
     auto d = decode_frame(bytes(junk));
     if (d.status == DecodeStatus::kFrame) {

@@ -23,7 +23,9 @@ ErrorCode err(Result<Item> r) {
   BOOST_TEST_REQUIRE(std::holds_alternative<Error>(r));
   return std::get<Error>(r).code;
 }
-proto::msg::Update set_completed(std::string id, bool v) { return {std::move(id), v, std::nullopt}; }
+proto::msg::Update set_completed(std::string id, bool v) {
+  return {std::move(id), v, std::nullopt};
+}
 StampedChange stamped(std::uint64_t stamp, Item item, std::string origin = "b",
                       std::uint64_t origin_seq = 1) {
   item.version = stamp;
@@ -151,8 +153,9 @@ BOOST_AUTO_TEST_CASE(a_late_update_never_brings_a_deleted_item_back) {
   Store s({dir / "a", "a"});
   apply(s, 5, 0, {stamped(5, Item{"1b", "t", false, true, 0})});
   // An update stamped earlier, or even later: a delete is final.
-  apply(s, 6, 0, {stamped(3, Item{"1b", "old", false, false, 0}),
-                  stamped(6, Item{"1b", "new", true, false, 0})});
+  apply(s, 6, 0,
+        {stamped(3, Item{"1b", "old", false, false, 0}),
+         stamped(6, Item{"1b", "new", true, false, 0})});
   BOOST_TEST((err(s.get("1b")) == ErrorCode::kDeleted));
   BOOST_TEST(s.list().empty());
   BOOST_TEST((err(s.update(set_completed("1b", true))) == ErrorCode::kDeleted));
@@ -163,8 +166,8 @@ BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
   Store s({dir / "a", "a"});
   BOOST_TEST((err(s.create("")) == ErrorCode::kInvalidArgument));
   BOOST_TEST((err(s.create("   ")) == ErrorCode::kInvalidArgument));
-  BOOST_TEST((err(s.create(std::string(proto::kMaxTitleBytes + 1, 'x'))) ==
-              ErrorCode::kInvalidArgument));
+  BOOST_TEST(
+      (err(s.create(std::string(proto::kMaxTitleBytes + 1, 'x'))) == ErrorCode::kInvalidArgument));
   BOOST_TEST((err(s.get("9z")) == ErrorCode::kNotFound));
   BOOST_TEST((err(s.remove("9z")) == ErrorCode::kNotFound));
   BOOST_TEST((err(s.update(set_completed("9z", true))) == ErrorCode::kNotFound));
@@ -202,7 +205,10 @@ BOOST_AUTO_TEST_CASE(everything_survives_a_reopen) {
 
 BOOST_AUTO_TEST_CASE(a_data_directory_of_another_node_or_corrupt_is_refused) {
   test::TempDir dir;
-  { Store s({dir / "a", "a"}); ok(s.create("x")); }
+  {
+    Store s({dir / "a", "a"});
+    ok(s.create("x"));
+  }
   BOOST_CHECK_THROW(Store({dir / "a", "b"}), StoreError);
   {
     rocksdb::DB* raw = nullptr;

@@ -19,7 +19,9 @@ std::optional<std::uint64_t> item_id_number(std::string_view id) {
 
 std::ostream& operator<<(std::ostream& os, const Item& item) {
   os << "ID:" << item.id << ", Version:" << item.version << " " << item.title << ", "
-     << (item.deleted ? "deleted" : item.completed ? "completed" : "no-complete");
+     << (item.deleted     ? "deleted"
+         : item.completed ? "completed"
+                          : "no-complete");
   return os;
 }
 

@@ -46,16 +46,16 @@ struct StampedChange {
 
 // What a node reports about itself (STATUS).
 struct NodeStatus {
-  std::string name;              // short node name, the suffix of the ids it creates
-  std::uint64_t incarnation = 0; // random, fixed when the data directory is created
-  std::uint64_t version = 0;     // the store-wide version counter
-  std::uint64_t seq = 0;         // the node-local change sequence
+  std::string name;               // short node name, the suffix of the ids it creates
+  std::uint64_t incarnation = 0;  // random, fixed when the data directory is created
+  std::uint64_t version = 0;      // the store-wide version counter
+  std::uint64_t seq = 0;          // the node-local change sequence
   std::uint64_t applied_stamp = 0;
   std::uint64_t synced_upto = 0;
-  std::uint64_t items = 0;       // live items
+  std::uint64_t items = 0;  // live items
   std::uint64_t tombstones = 0;
-  std::uint64_t unsynced = 0;    // local changes not yet in the syncer's log
-  std::uint64_t http_port = 0;   // where the node serves /ws notifications, on the same host
+  std::uint64_t unsynced = 0;   // local changes not yet in the syncer's log
+  std::uint64_t http_port = 0;  // where the node serves /ws notifications, on the same host
 
   friend bool operator==(const NodeStatus&, const NodeStatus&) = default;
 };

@@ -65,8 +65,8 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
   std::size_t have = 0;
   while (st->open) {
     if (have == in.size()) in.resize(std::min(in.size() * 2, proto::kMaxFrameLength + 4));
-    auto [ec, n] =
-        co_await st->socket.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple);
+    auto [ec, n] = co_await st->socket.async_read_some(
+        asio::buffer(in.data() + have, in.size() - have), kTuple);
     if (ec) {
       st->fail(ec);
       co_return;
@@ -122,18 +122,23 @@ asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
 NodeClient::NodeClient(asio::any_io_executor executor)
     : state_(std::make_shared<State>(executor)) {}
 
-NodeClient::~NodeClient() { close(); }
+NodeClient::~NodeClient() {
+  close();
+}
 
-bool NodeClient::is_open() const { return state_->open; }
+bool NodeClient::is_open() const {
+  return state_->open;
+}
 
 void NodeClient::close() {
   if (state_->open) state_->fail(asio::error::operation_aborted);
 }
 
-std::string NodeClient::endpoint() const { return state_->endpoint; }
+std::string NodeClient::endpoint() const {
+  return state_->endpoint;
+}
 
-asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port,
-                                          Duration timeout) {
+asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port, Duration timeout) {
   close();
   auto st = std::make_shared<State>(state_->executor);
   state_ = st;
@@ -145,8 +150,8 @@ asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port,
   if (resolved.index() == 1) throw boost::system::system_error(asio::error::timed_out);
   auto [rec, results] = std::get<0>(resolved);
   if (rec) throw boost::system::system_error(rec);
-  auto connected = co_await (asio::async_connect(st->socket, results, kTuple) ||
-                             timer.async_wait(kTuple));
+  auto connected =
+      co_await (asio::async_connect(st->socket, results, kTuple) || timer.async_wait(kTuple));
   if (connected.index() == 1) {
     boost::system::error_code ignored;
     st->socket.close(ignored);

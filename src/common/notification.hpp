@@ -14,12 +14,12 @@ namespace kv {
 struct Notification {
   enum class Kind { kLocal, kSynced, kHello };
   Kind kind = Kind::kLocal;
-  std::string node;        // the node that sends the notification
-  std::string op;          // create | update | delete (empty for hello)
-  Item item;               // the value after the change (empty for hello)
-  std::uint64_t seq = 0;   // local: the change sequence; hello: the node's current sequence
-  std::uint64_t stamp = 0; // synced: the syncer's stamp
-  std::string origin;      // synced: the node the change came from
+  std::string node;         // the node that sends the notification
+  std::string op;           // create | update | delete (empty for hello)
+  Item item;                // the value after the change (empty for hello)
+  std::uint64_t seq = 0;    // local: the change sequence; hello: the node's current sequence
+  std::uint64_t stamp = 0;  // synced: the syncer's stamp
+  std::string origin;       // synced: the node the change came from
 };
 
 std::string to_json(const Notification& n);

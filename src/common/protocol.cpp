@@ -173,9 +173,15 @@ namespace {
 void write_payload(Writer& w, const msg::Ping&) {}
 void write_payload(Writer& w, const msg::Status&) {}
 void write_payload(Writer& w, const msg::List&) {}
-void write_payload(Writer& w, const msg::Create& m) { w.str(m.title); }
-void write_payload(Writer& w, const msg::Get& m) { w.str(m.id); }
-void write_payload(Writer& w, const msg::Delete& m) { w.str(m.id); }
+void write_payload(Writer& w, const msg::Create& m) {
+  w.str(m.title);
+}
+void write_payload(Writer& w, const msg::Get& m) {
+  w.str(m.id);
+}
+void write_payload(Writer& w, const msg::Delete& m) {
+  w.str(m.id);
+}
 void write_payload(Writer& w, const msg::Update& m) {
   w.str(m.id);
   w.u8((m.completed ? kFlagHasCompleted : 0) | (m.title ? kFlagHasTitle : 0));
@@ -211,7 +217,9 @@ void write_payload(Writer& w, const msg::StatusReply& m) {
   w.varint(s.unsynced);
   w.varint(s.http_port);
 }
-void write_payload(Writer& w, const msg::ItemReply& m) { w.item(m.item); }
+void write_payload(Writer& w, const msg::ItemReply& m) {
+  w.item(m.item);
+}
 void write_payload(Writer& w, const msg::ItemsReply& m) {
   w.varint(m.items.size());
   for (const auto& it : m.items) w.item(it);
@@ -236,7 +244,9 @@ void write_payload(Writer& w, const msg::Error& m) {
 
 // A count read off the wire may not promise more elements than there are bytes left: each
 // element takes at least one byte, so this bounds allocation by the frame size.
-bool plausible_count(std::uint64_t n, std::size_t payload_size) { return n <= payload_size; }
+bool plausible_count(std::uint64_t n, std::size_t payload_size) {
+  return n <= payload_size;
+}
 
 std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
   switch (type) {
@@ -388,8 +398,7 @@ void encode_response(std::string& out, std::uint32_t request_id, MsgType request
 
 std::variant<Request, msg::Error> parse_request(const FrameView& frame) {
   if (!known_request_type(frame.type)) {
-    return msg::Error{ErrorCode::kUnknownType,
-                      "unknown message type 0x" + [&] {
+    return msg::Error{ErrorCode::kUnknownType, "unknown message type 0x" + [&] {
                         static constexpr char kHex[] = "0123456789abcdef";
                         return std::string{kHex[frame.type >> 4], kHex[frame.type & 15]};
                       }()};

@@ -22,8 +22,8 @@ namespace kv::proto {
 // | length: u32 BE | type: u8 | request_id: u32 BE | payload: length - 5 bytes |
 // `length` counts the bytes after the length field itself (type + request id + payload).
 inline constexpr std::size_t kLengthSize = 4;
-inline constexpr std::size_t kHeaderSize = 9;  // length + type + request id
-inline constexpr std::size_t kMinLength = 5;   // type + request id, empty payload
+inline constexpr std::size_t kHeaderSize = 9;                    // length + type + request id
+inline constexpr std::size_t kMinLength = 5;                     // type + request id, empty payload
 inline constexpr std::size_t kMaxFrameLength = 4 * 1024 * 1024;  // bound on `length`
 
 inline constexpr std::size_t kMaxTitleBytes = 1024;
@@ -50,14 +50,14 @@ enum class MsgType : std::uint8_t {
 
 // Error codes carried by kError frames. Stable: they are part of the wire format.
 enum class ErrorCode : std::uint16_t {
-  kBadFrame = 1,        // the frame or its payload could not be decoded
-  kUnknownType = 2,     // a message type this node does not know
-  kNotFound = 3,        // no item with that id
-  kInvalidArgument = 4, // e.g. an empty or oversized title
-  kDeleted = 5,         // the item was deleted; deletes are final
-  kFrameTooLarge = 6,   // length prefix above kMaxFrameLength
-  kStorage = 7,         // the store could not commit (disk full, I/O error)
-  kUnavailable = 8,     // the node is shutting down or overloaded
+  kBadFrame = 1,         // the frame or its payload could not be decoded
+  kUnknownType = 2,      // a message type this node does not know
+  kNotFound = 3,         // no item with that id
+  kInvalidArgument = 4,  // e.g. an empty or oversized title
+  kDeleted = 5,          // the item was deleted; deletes are final
+  kFrameTooLarge = 6,    // length prefix above kMaxFrameLength
+  kStorage = 7,          // the store could not commit (disk full, I/O error)
+  kUnavailable = 8,      // the node is shutting down or overloaded
 };
 
 std::string_view to_string(ErrorCode code);

@@ -14,8 +14,9 @@ namespace kv::node {
 class Store;
 
 struct BinaryOptions {
-  std::size_t max_connections = 1024;                // further connections are closed at once
-  std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};  // no complete frame for this long
+  std::size_t max_connections = 1024;  // further connections are closed at once
+  std::chrono::milliseconds idle_timeout{
+      std::chrono::minutes(5)};                      // no complete frame for this long
   std::size_t max_pending_output = 8 * 1024 * 1024;  // stop reading while this much is unsent
   std::uint16_t http_port = 0;  // reported in STATUS so clients find the notifications
 };

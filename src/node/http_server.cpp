@@ -58,7 +58,9 @@ void NotificationHub::publish(std::shared_ptr<const std::string> message) {
   }
 }
 
-std::size_t NotificationHub::subscribers() const { return impl_->subscribers.size(); }
+std::size_t NotificationHub::subscribers() const {
+  return impl_->subscribers.size();
+}
 
 namespace {
 
@@ -98,7 +100,8 @@ asio::awaitable<void> ws_reader(WsStream& ws) {
 }
 
 asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body> req,
-                                    NotificationHub& hub, const std::function<std::string()>& hello) {
+                                    NotificationHub& hub,
+                                    const std::function<std::string()>& hello) {
   beast::get_lowest_layer(ws).expires_never();
   ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
   ws.read_message_max(64 * 1024);
@@ -156,10 +159,10 @@ asio::awaitable<void> run_http(tcp::socket socket, Store& store, NotificationHub
     auto req = parser.release();
     if (websocket::is_upgrade(req)) {
       if (req.target() != "/ws") {
-        co_await http::async_write(
-            stream, make_response(req, http::status::not_found, "no WebSocket here; use /ws\n",
-                                  "text/plain"),
-            kTuple);
+        co_await http::async_write(stream,
+                                   make_response(req, http::status::not_found,
+                                                 "no WebSocket here; use /ws\n", "text/plain"),
+                                   kTuple);
         co_return;
       }
       co_await run_websocket(WsStream(std::move(stream)), std::move(req), hub, hello);

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     store.set_observer([&](const kv::node::StoreEvent& e) {
       kv::Notification n;
       n.kind = e.kind == kv::node::StoreEvent::Kind::kLocal ? kv::Notification::Kind::kLocal
-                                                             : kv::Notification::Kind::kSynced;
+                                                            : kv::Notification::Kind::kSynced;
       n.node = name;
       n.op = e.op;
       n.item = e.item;

@@ -57,9 +57,9 @@ bool valid_title(std::string_view t) {
 }
 
 Error bad_title() {
-  return Error{ErrorCode::kInvalidArgument,
-               "a title must be 1 to " + std::to_string(proto::kMaxTitleBytes) +
-                   " bytes on one line, not only spaces"};
+  return Error{ErrorCode::kInvalidArgument, "a title must be 1 to " +
+                                                std::to_string(proto::kMaxTitleBytes) +
+                                                " bytes on one line, not only spaces"};
 }
 }  // namespace
 
@@ -67,12 +67,12 @@ void Store::Impl::load() {
   std::string value;
   const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), kMetaKey, &value);
   if (!s.ok()) {
-    throw StoreError("data directory " + options.dir.string() +
-                     " has no kvnode metadata record (" + s.ToString() +
-                     "): it is not a kvnode store or it is damaged");
+    throw StoreError("data directory " + options.dir.string() + " has no kvnode metadata record (" +
+                     s.ToString() + "): it is not a kvnode store or it is damaged");
   }
   auto m = decode_meta(value);
-  if (!m) throw StoreError("data directory " + options.dir.string() + ": metadata record is corrupt");
+  if (!m)
+    throw StoreError("data directory " + options.dir.string() + ": metadata record is corrupt");
   meta = *m;
   if (meta.name != options.name) {
     throw StoreError("data directory " + options.dir.string() + " belongs to node '" + meta.name +
@@ -120,7 +120,8 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->meta.incarnation = (std::uint64_t{rd()} << 32) | rd();
     rocksdb::WriteBatch batch;
     const auto s = impl_->commit(batch);
-    if (!s.ok()) throw StoreError("cannot initialise " + impl_->options.dir.string() + ": " + s.ToString());
+    if (!s.ok())
+      throw StoreError("cannot initialise " + impl_->options.dir.string() + ": " + s.ToString());
   } else {
     impl_->load();
   }
@@ -237,7 +238,8 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   for (const auto& c : batch.changes) {
     if (c.stamp == 0 || c.stamp > batch.upto_stamp || c.item.version != c.stamp ||
         !item_id_number(c.item.id) || (!c.item.deleted && c.item.title.empty())) {
-      return Error{ErrorCode::kInvalidArgument, "stamped change for '" + c.item.id + "' is invalid"};
+      return Error{ErrorCode::kInvalidArgument,
+                   "stamped change for '" + c.item.id + "' is invalid"};
     }
   }
   Meta next = im.meta;
@@ -275,8 +277,8 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     r.origin = c.origin;
     r.origin_seq = c.origin_seq;
     if (auto n = item_id_number(c.item.id)) next.max_id_number = std::max(next.max_id_number, *n);
-    events.push_back(StoreEvent{StoreEvent::Kind::kSynced, op, visible(c.item.id, r), 0, c.stamp,
-                                c.origin});
+    events.push_back(
+        StoreEvent{StoreEvent::Kind::kSynced, op, visible(c.item.id, r), 0, c.stamp, c.origin});
     changed[c.item.id] = std::move(r);
   }
 

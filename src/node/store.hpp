@@ -32,11 +32,11 @@ struct StoreOptions {
 struct StoreEvent {
   enum class Kind { kLocal, kSynced };
   Kind kind = Kind::kLocal;
-  std::string op;          // "create", "update" or "delete"
-  Item item;               // the value after the change
-  std::uint64_t seq = 0;   // kLocal: the change's sequence number
-  std::uint64_t stamp = 0; // kSynced: the syncer's stamp
-  std::string origin;      // kSynced: the node the change came from
+  std::string op;           // "create", "update" or "delete"
+  Item item;                // the value after the change
+  std::uint64_t seq = 0;    // kLocal: the change's sequence number
+  std::uint64_t stamp = 0;  // kSynced: the syncer's stamp
+  std::string origin;       // kSynced: the node the change came from
 };
 
 template <class T>

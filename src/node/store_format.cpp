@@ -75,7 +75,9 @@ std::optional<Record> decode_record(std::string_view bytes) {
   return rec;
 }
 
-std::string item_key(std::string_view id) { return std::string(kItemPrefix) + std::string(id); }
+std::string item_key(std::string_view id) {
+  return std::string(kItemPrefix) + std::string(id);
+}
 
 std::string change_key(std::uint64_t seq) {
   std::string k(kChangePrefix);

@@ -10,8 +10,8 @@
 namespace kv::node {
 
 // Keys in the node's RocksDB database.
-inline constexpr std::string_view kMetaKey = "m";     // the Meta record
-inline constexpr std::string_view kItemPrefix = "i";  // "i" + item id -> Record
+inline constexpr std::string_view kMetaKey = "m";       // the Meta record
+inline constexpr std::string_view kItemPrefix = "i";    // "i" + item id -> Record
 inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> item id
 
 inline constexpr std::uint8_t kFormatVersion = 1;

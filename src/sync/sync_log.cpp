@@ -123,8 +123,12 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
 
 SyncLog::~SyncLog() = default;
 
-std::uint64_t SyncLog::counter() const { return impl_->counter; }
-std::size_t SyncLog::size() const { return impl_->latest.size(); }
+std::uint64_t SyncLog::counter() const {
+  return impl_->counter;
+}
+std::size_t SyncLog::size() const {
+  return impl_->latest.size();
+}
 
 std::uint64_t SyncLog::cursor(const std::string& node, std::uint64_t incarnation) const {
   auto it = impl_->cursors.find(node);

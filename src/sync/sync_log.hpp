@@ -39,10 +39,10 @@ class SyncLog {
   std::uint64_t cursor(const std::string& node, std::uint64_t incarnation) const;
 
   struct Stamped {
-    std::uint64_t stamp = 0;               // 0 when nothing was accepted
-    std::vector<StampedChange> accepted;   // what was stored under `stamp`
-    std::vector<std::string> created;      // ids among `accepted` the log did not hold before
-    std::vector<Change> dropped;           // updates that lost to a delete (rule R)
+    std::uint64_t stamp = 0;              // 0 when nothing was accepted
+    std::vector<StampedChange> accepted;  // what was stored under `stamp`
+    std::vector<std::string> created;     // ids among `accepted` the log did not hold before
+    std::vector<Change> dropped;          // updates that lost to a delete (rule R)
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
   // holds, and moves the node's cursor to `next_cursor`, all in one durable write. Throws

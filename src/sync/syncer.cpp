@@ -67,7 +67,9 @@ struct Report {
   std::vector<std::string> lines;
 };
 
-[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
+[[noreturn]] void fail(const std::string& what) {
+  throw std::runtime_error(what);
+}
 
 template <class T>
 T expect(proto::Response r, const char* what) {
@@ -78,7 +80,9 @@ T expect(proto::Response r, const char* what) {
   return std::get<T>(std::move(r));
 }
 
-std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+std::string quoted(const std::string& s) {
+  return "\"" + s + "\"";
+}
 }  // namespace
 
 struct Syncer::Impl {
@@ -181,8 +185,8 @@ void Syncer::Impl::connected(Link& link) {
   link.send.notify();
   if (!link.ever_connected) {
     link.ever_connected = true;
-    if (on_all_connected && std::all_of(links.begin(), links.end(),
-                                        [](const auto& l) { return l->ever_connected; })) {
+    if (on_all_connected &&
+        std::all_of(links.begin(), links.end(), [](const auto& l) { return l->ever_connected; })) {
       auto cb = std::move(on_all_connected);
       on_all_connected = nullptr;
       cb();
@@ -232,9 +236,11 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
         for (const auto& c : stamped.accepted) {
           std::ostringstream line;
           line << name << ":" << c.item.id << " "
-               << (c.item.deleted ? "delete" : created.count(c.item.id) ? "create" : "update")
-               << " " << quoted(c.item.title) << (c.item.completed ? " completed" : "")
-               << " v" << local_version[c.item.id] << " -> stamp " << c.stamp;
+               << (c.item.deleted             ? "delete"
+                   : created.count(c.item.id) ? "create"
+                                              : "update")
+               << " " << quoted(c.item.title) << (c.item.completed ? " completed" : "") << " v"
+               << local_version[c.item.id] << " -> stamp " << c.stamp;
           r.lines.push_back(line.str());
         }
       }

@@ -1,0 +1,173 @@
+// kvcli: the kvstore shell. Interactive with line editing and history when standard input is a
+// terminal, a script (one command a line) when it is not, or one command from the arguments.
+#include <editline/readline.h>
+#include <unistd.h>
+
+#include <boost/algorithm/string/classification.hpp>
+#include <boost/algorithm/string/split.hpp>
+#include <boost/json.hpp>
+#include <boost/program_options.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+
+#include "client/commands.hpp"
+#include "client/session.hpp"
+#include "common/node_client.hpp"
+
+namespace po = boost::program_options;
+using namespace kv::cli;
+
+namespace {
+
+Session* g_session = nullptr;  // for the completion callback, which takes no context
+
+char* complete_word(const char* text, int state) {
+  static std::vector<std::string> matches;
+  static std::size_t index;
+  if (state == 0) {
+    matches.clear();
+    index = 0;
+    const bool first_word =
+        rl_point == static_cast<int>(std::strlen(text)) ||
+        std::string_view(rl_line_buffer, rl_point - std::strlen(text)).find_first_not_of(' ') ==
+            std::string_view::npos;
+    const std::vector<std::string>& pool = first_word ? command_names() : g_session->known_ids();
+    for (const auto& w : pool) {
+      if (w.starts_with(text)) matches.push_back(w);
+    }
+  }
+  if (index < matches.size()) return strdup(matches[index++].c_str());
+  return nullptr;
+}
+
+char** complete(const char* text, int, int) {
+  rl_attempted_completion_over = 1;
+  return rl_completion_matches(text, complete_word);
+}
+
+std::string history_path() {
+  const char* home = std::getenv("HOME");
+  return home ? std::string(home) + "/.kvcli_history" : std::string();
+}
+
+int run_shell(Session& session) {
+  g_session = &session;
+  rl_attempted_completion_function = complete;
+  const std::string hist = history_path();
+  using_history();
+  stifle_history(1000);
+  if (!hist.empty()) read_history(hist.c_str());
+  std::cout << "kvcli: type help for the commands, quit or Ctrl-D to leave" << std::endl;
+  for (;;) {
+    char* raw = readline("kv> ");
+    if (!raw) break;
+    std::string line(raw);
+    std::free(raw);
+    if (line.find_first_not_of(' ') != std::string::npos) add_history(line.c_str());
+    auto parsed = parse_line(line);
+    if (auto* e = std::get_if<ParseError>(&parsed)) {
+      std::cerr << e->message << std::endl;
+      continue;
+    }
+    const auto& c = std::get<Command>(parsed);
+    if (std::holds_alternative<cmd::Quit>(c)) break;
+    session.run(c, std::cout, std::cerr);
+  }
+  if (!hist.empty()) write_history(hist.c_str());
+  return 0;
+}
+
+int run_script(Session& session, bool json) {
+  bool all_ok = true;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    auto parsed = parse_line(line);
+    if (auto* e = std::get_if<ParseError>(&parsed)) {
+      if (json) {
+        std::cout << R"({"ok":false,"node":"","error":)"
+                  << boost::json::serialize(boost::json::string(e->message)) << "}" << std::endl;
+      } else {
+        std::cerr << e->message << std::endl;
+      }
+      all_ok = false;
+      continue;
+    }
+    const auto& c = std::get<Command>(parsed);
+    if (std::holds_alternative<cmd::Quit>(c)) break;
+    all_ok = session.run(c, std::cout, std::cerr) && all_ok;
+  }
+  return all_ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string nodes, route;
+  unsigned timeout_ms = 3000;
+  po::options_description opts(
+      "kvcli: the kvstore shell\n\n"
+      "Usage:\n"
+      "  kvcli [options]                 interactive shell (script mode when stdin is not a tty)\n"
+      "  kvcli [options] COMMAND ARGS    run one command, e.g. kvcli create Buy milk\n\n"
+      "Options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help and the commands")
+    ("nodes", po::value(&nodes)->default_value("127.0.0.1:7001,127.0.0.1:7002"),
+     "comma-separated binary-protocol addresses of the nodes")
+    ("route", po::value(&route)->default_value("rr"),
+     "rr: each command to the next node in turn; random; or N: always node N")
+    ("json", "print one JSON object per command on one line")
+    ("timeout", po::value(&timeout_ms)->default_value(3000), "per-request deadline in ms");
+  // clang-format on
+
+  // Options come first; the first word that is not an option starts the command.
+  int split = 1;
+  while (split < argc && std::strncmp(argv[split], "-", 1) == 0) {
+    const std::string a = argv[split];
+    const bool takes_value = a == "--nodes" || a == "--route" || a == "--timeout";
+    split += takes_value ? 2 : 1;
+  }
+  split = std::min(split, argc);
+  po::variables_map vm;
+  SessionOptions so;
+  try {
+    po::store(po::parse_command_line(split, argv, opts), vm);
+    if (vm.count("help")) {
+      std::cout << opts << "\n" << help_text("");
+      return 0;
+    }
+    po::notify(vm);
+    boost::split(so.nodes, nodes, boost::is_any_of(","), boost::token_compress_on);
+    std::erase(so.nodes, std::string{});
+    if (so.nodes.empty()) throw std::invalid_argument("--nodes names no node");
+    for (const auto& n : so.nodes) kv::parse_host_port(n);
+    so.route = route;
+    so.json = vm.count("json") > 0;
+    so.timeout = std::chrono::milliseconds(timeout_ms);
+  } catch (const std::exception& e) {
+    std::cerr << "kvcli: " << e.what() << "\nTry 'kvcli --help'.\n";
+    return 2;
+  }
+
+  try {
+    Session session(so);
+    if (split < argc) {
+      std::vector<std::string> words(argv + split, argv + argc);
+      auto parsed = parse_command(words);
+      if (auto* e = std::get_if<ParseError>(&parsed)) {
+        std::cerr << "kvcli: " << e->message << std::endl;
+        return 2;
+      }
+      return session.run(std::get<Command>(parsed), std::cout, std::cerr) ? 0 : 1;
+    }
+    if (isatty(STDIN_FILENO)) return run_shell(session);
+    return run_script(session, so.json);
+  } catch (const std::exception& e) {
+    std::cerr << "kvcli: " << e.what() << std::endl;
+    return 2;
+  }
+}

@@ -1,0 +1,341 @@
+#include "client/session.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <random>
+#include <set>
+
+#include "common/node_client.hpp"
+#include "common/notification.hpp"
+#include "common/ws_client.hpp"
+
+namespace kv::cli {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+json::object item_json(const Item& it) {
+  return json::object{
+      {"id", it.id}, {"title", it.title}, {"completed", it.completed}, {"version", it.version}};
+}
+
+std::string now_hms() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+// What to do next, after the node's own sentence.
+std::string hint(proto::ErrorCode code) {
+  switch (code) {
+    case proto::ErrorCode::kNotFound:
+      return "; `list` shows the ids";
+    case proto::ErrorCode::kDeleted:
+      return "; deletes are final, create a new item instead";
+    case proto::ErrorCode::kStorage:
+      return "; the node keeps what it had, try again once its disk has room";
+    default:
+      return "";
+  }
+}
+}  // namespace
+
+struct Session::Impl {
+  SessionOptions options;
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<NodeClient>> clients;
+  std::size_t next = 0;  // round-robin position
+  std::mt19937 rng{std::random_device{}()};
+  std::vector<std::string> ids;
+
+  // Runs `coro` to completion on our io_context. The connections' readers stay pending in
+  // it between commands, so run handlers until this one is done rather than until idle.
+  template <class T>
+  T block_on(asio::awaitable<T> coro) {
+    auto fut = asio::co_spawn(io, std::move(coro), asio::use_future);
+    io.restart();
+    while (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready) io.run_one();
+    return fut.get();
+  }
+
+  std::size_t first_node() {
+    const std::string& r = options.route;
+    if (r == "rr") return next++ % clients.size();
+    if (r == "random")
+      return std::uniform_int_distribution<std::size_t>(0, clients.size() - 1)(rng);
+    return std::stoul(r) - 1;
+  }
+
+  std::string label(std::size_t i) const {
+    return "node " + std::to_string(i + 1) + " " + options.nodes[i];
+  }
+
+  asio::awaitable<proto::Response> call(std::size_t i, proto::Request req) {
+    auto& c = *clients[i];
+    if (!c.is_open()) {
+      const auto [host, port] = parse_host_port(options.nodes[i]);
+      co_await c.connect(host, port, options.timeout);
+    }
+    co_return co_await c.call(std::move(req), options.timeout);
+  }
+
+  void remember(const std::vector<Item>& items) {
+    for (const auto& it : items) {
+      if (std::find(ids.begin(), ids.end(), it.id) == ids.end()) ids.push_back(it.id);
+    }
+  }
+
+  bool run_routed(proto::Request req, const char* verb, std::ostream& out, std::ostream& err);
+  bool run_nodes(std::ostream& out);
+  bool run_watch(const cmd::Watch& w, std::ostream& out, std::ostream& err);
+  void print_error(std::ostream& out, std::ostream& err, const std::string& node,
+                   const std::string& message) {
+    if (options.json) {
+      out << json::serialize(json::object{{"ok", false}, {"node", node}, {"error", message}})
+          << std::endl;
+    } else {
+      err << "error: " << message << std::endl;
+    }
+  }
+};
+
+Session::Session(SessionOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  for (std::size_t i = 0; i < impl_->options.nodes.size(); ++i) {
+    impl_->clients.push_back(std::make_unique<NodeClient>(impl_->io.get_executor()));
+  }
+  if (auto e = set_route(impl_->options.route); !e.empty()) throw std::invalid_argument(e);
+}
+
+Session::~Session() = default;
+
+const std::vector<std::string>& Session::known_ids() const {
+  return impl_->ids;
+}
+
+std::string Session::set_route(const std::string& mode) {
+  if (mode == "rr" || mode == "random") {
+    impl_->options.route = mode;
+    return "";
+  }
+  std::size_t n = 0;
+  auto [p, ec] = std::from_chars(mode.data(), mode.data() + mode.size(), n);
+  if (ec != std::errc{} || p != mode.data() + mode.size() || n == 0 || n > impl_->clients.size()) {
+    return "route must be rr, random or a node number from 1 to " +
+           std::to_string(impl_->clients.size());
+  }
+  impl_->options.route = mode;
+  return "";
+}
+
+bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostream& out,
+                               std::ostream& err) {
+  const std::size_t first = first_node();
+  json::array skipped;
+  for (std::size_t k = 0; k < clients.size(); ++k) {
+    const std::size_t i = (first + k) % clients.size();
+    proto::Response resp;
+    try {
+      resp = block_on(call(i, req));
+    } catch (const boost::system::system_error& e) {
+      clients[i]->close();
+      const bool last = k + 1 == clients.size();
+      if (!options.json) {
+        err << label(i) << " is down (" << e.code().message() << ")"
+            << (last ? "" : "; trying " + label((i + 1) % clients.size())) << std::endl;
+      }
+      skipped.push_back(json::string(options.nodes[i]));
+      continue;
+    }
+    const std::string& node = options.nodes[i];
+    if (auto* e = std::get_if<proto::msg::Error>(&resp)) {
+      print_error(out, err, node, e->message + hint(e->code));
+      return false;
+    }
+    std::vector<Item> items;
+    if (auto* r = std::get_if<proto::msg::ItemReply>(&resp)) items.push_back(r->item);
+    if (auto* r = std::get_if<proto::msg::ItemsReply>(&resp)) items = r->items;
+    remember(items);
+    if (options.json) {
+      json::array arr;
+      for (const auto& it : items) arr.push_back(item_json(it));
+      json::object o{{"ok", true}, {"node", node}, {"items", std::move(arr)}};
+      if (!skipped.empty()) o["skipped"] = skipped;
+      out << json::serialize(o) << std::endl;
+    } else if (std::holds_alternative<proto::msg::ItemsReply>(resp)) {
+      for (const auto& it : items) out << it << "\n";
+      out << "(" << items.size() << (items.size() == 1 ? " item" : " items") << " from " << label(i)
+          << ")" << std::endl;
+    } else {
+      out << verb << " " << items.at(0) << "  (" << label(i) << ")" << std::endl;
+    }
+    return true;
+  }
+  print_error(out, err, "", "no node answered; is the cluster running? (scripts/cluster.sh)");
+  return false;
+}
+
+bool Session::Impl::run_nodes(std::ostream& out) {
+  json::array arr;
+  bool any = false;
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    json::object o{{"index", i + 1}, {"address", options.nodes[i]}};
+    try {
+      auto resp = block_on(call(i, proto::msg::Status{}));
+      const auto& s = std::get<proto::msg::StatusReply>(resp).status;
+      o["reachable"] = true;
+      o["name"] = s.name;
+      o["version"] = s.version;
+      o["seq"] = s.seq;
+      o["applied_stamp"] = s.applied_stamp;
+      o["items"] = s.items;
+      o["unsynced"] = s.unsynced;
+      o["http_port"] = s.http_port;
+      any = true;
+      if (!options.json) {
+        out << label(i) << "  up    name " << s.name << "  version " << s.version << "  items "
+            << s.items << "  unsynced " << s.unsynced << "  stamp " << s.applied_stamp << "\n";
+      }
+    } catch (const std::exception& e) {
+      clients[i]->close();
+      o["reachable"] = false;
+      o["error"] = e.what();
+      if (!options.json) out << label(i) << "  DOWN  " << e.what() << "\n";
+    }
+    arr.push_back(std::move(o));
+  }
+  if (options.json) {
+    out << json::serialize(json::object{{"ok", any}, {"nodes", std::move(arr)}}) << std::endl;
+  } else {
+    out.flush();
+  }
+  return any;
+}
+
+bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostream& err) {
+  if (w.node && *w.node > clients.size()) {
+    print_error(out, err, "",
+                "there is no node " + std::to_string(*w.node) + "; `nodes` lists them");
+    return false;
+  }
+  std::vector<std::size_t> which;
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    if (!w.node || *w.node == i + 1) which.push_back(i);
+  }
+  // Ctrl-C closes the subscriptions, which ends every watcher.
+  std::vector<std::unique_ptr<WsSubscription>> subs;
+  for (std::size_t k = 0; k < which.size(); ++k) {
+    subs.push_back(std::make_unique<WsSubscription>(io.get_executor()));
+  }
+  bool stopping = false;
+  auto watch_one = [&](std::size_t i, WsSubscription& ws) -> asio::awaitable<void> {
+    auto resp = co_await call(i, proto::msg::Status{});
+    if (auto* e = std::get_if<proto::msg::Error>(&resp)) throw std::runtime_error(e->message);
+    const auto s = std::get<proto::msg::StatusReply>(resp).status;
+    const auto [host, port] = parse_host_port(options.nodes[i]);
+    co_await ws.connect(host, static_cast<std::uint16_t>(s.http_port), options.timeout);
+    if (!options.json) err << "watching " << label(i) << " (Ctrl-C stops)" << std::endl;
+    for (;;) {
+      const std::string text = co_await ws.next();
+      auto n = parse_notification(text);
+      if (!n || n->kind == Notification::Kind::kHello) continue;
+      if (options.json) {
+        out << text << std::endl;
+      } else {
+        out << now_hms() << " [" << n->node << "] " << to_string(n->kind) << " " << n->op << " "
+            << n->item;
+        if (n->kind == Notification::Kind::kSynced)
+          out << "  (stamp " << n->stamp << " from " << n->origin << ")";
+        out << std::endl;
+      }
+    }
+  };
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  bool failed = false;
+  std::size_t live = which.size();
+  for (std::size_t k = 0; k < which.size(); ++k) {
+    const std::size_t i = which[k];
+    asio::co_spawn(io, watch_one(i, *subs[k]), [&, i](std::exception_ptr e) {
+      if (e && !stopping) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          if (!options.json) err << label(i) << ": " << ex.what() << std::endl;
+          failed = true;
+        }
+      }
+      --live;
+    });
+  }
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    stopping = true;
+    for (auto& ws : subs) ws->close();
+  });
+  io.restart();
+  while (live > 0) io.run_one();
+  signals.cancel();
+  io.poll();
+  return !failed;
+}
+
+bool Session::run(const Command& command, std::ostream& out, std::ostream& err) {
+  auto& im = *impl_;
+  return std::visit(
+      [&](const auto& c) -> bool {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, cmd::Create>) {
+          return im.run_routed(proto::msg::Create{c.title}, "created", out, err);
+        } else if constexpr (std::is_same_v<T, cmd::List>) {
+          return im.run_routed(proto::msg::List{}, "", out, err);
+        } else if constexpr (std::is_same_v<T, cmd::Get>) {
+          return im.run_routed(proto::msg::Get{c.id}, "", out, err);
+        } else if constexpr (std::is_same_v<T, cmd::Update>) {
+          return im.run_routed(proto::msg::Update{c.id, c.completed, c.title}, "updated", out, err);
+        } else if constexpr (std::is_same_v<T, cmd::Delete>) {
+          return im.run_routed(proto::msg::Delete{c.id}, "deleted", out, err);
+        } else if constexpr (std::is_same_v<T, cmd::Nodes>) {
+          return im.run_nodes(out);
+        } else if constexpr (std::is_same_v<T, cmd::Watch>) {
+          return im.run_watch(c, out, err);
+        } else if constexpr (std::is_same_v<T, cmd::Route>) {
+          const std::string e = set_route(c.mode);
+          if (!e.empty()) {
+            im.print_error(out, err, "", e);
+            return false;
+          }
+          if (im.options.json) {
+            out << json::serialize(json::object{{"ok", true}, {"route", c.mode}}) << std::endl;
+          } else {
+            out << "route " << c.mode << std::endl;
+          }
+          return true;
+        } else if constexpr (std::is_same_v<T, cmd::Help>) {
+          if (im.options.json) {
+            out << json::serialize(json::object{{"ok", true}, {"help", help_text(c.topic)}})
+                << std::endl;
+          } else {
+            out << help_text(c.topic) << std::flush;
+          }
+          return true;
+        } else {
+          return true;  // Quit and Empty are handled by the caller
+        }
+      },
+      command);
+}
+
+}  // namespace kv::cli

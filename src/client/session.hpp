@@ -1,0 +1,42 @@
+// Runs kvcli commands against the nodes: routing (round-robin, random or fixed), failing over
+// to the next node when one is down, and printing results for people or as JSON.
+#pragma once
+
+#include <chrono>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/commands.hpp"
+
+namespace kv::cli {
+
+struct SessionOptions {
+  std::vector<std::string> nodes;  // host:port of each node's binary protocol
+  std::string route = "rr";        // rr | random | N (1-based)
+  bool json = false;               // one JSON object per command on one line
+  std::chrono::milliseconds timeout{3000};
+};
+
+class Session {
+ public:
+  explicit Session(SessionOptions options);
+  ~Session();
+
+  // Runs one command; results go to `out`, human-readable errors and notes to `err` (in JSON
+  // mode everything goes to `out`). Returns false when the command failed.
+  bool run(const Command& command, std::ostream& out, std::ostream& err);
+
+  // Validates and sets the routing mode; returns an error sentence, or "" on success.
+  std::string set_route(const std::string& mode);
+
+  // Item ids seen in results so far, for completion.
+  const std::vector<std::string>& known_ids() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv::cli

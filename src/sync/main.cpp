@@ -1,0 +1,91 @@
+// kvsync: the sync daemon. Fetches each node's local changes when its WebSocket notification
+// says there are some, stamps them with the syncer's own version, and fans them out to every
+// node. See docs/sync.md.
+#include <boost/algorithm/string/classification.hpp>
+#include <boost/algorithm/string/split.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "common/log.hpp"
+#include "common/node_client.hpp"
+#include "common/store_error.hpp"
+#include "sync/syncer.hpp"
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  std::string nodes, data, level, durability;
+  kv::sync::SyncerOptions options;
+  po::options_description opts(
+      "kvsync: the kvstore sync daemon\n\n"
+      "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR\n\nOptions");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("nodes", po::value(&nodes)->default_value("127.0.0.1:7001,127.0.0.1:7002"),
+     "comma-separated binary-protocol addresses of the nodes (any number)")
+    ("data", po::value(&data)->required(), "the syncer's data directory (its log)")
+    ("durability", po::value(&durability)->default_value("async"),
+     "sync: fsync each stamp before fanning it out; async: leave it to the OS")
+    ("fetch-limit", po::value(&options.fetch_limit)->default_value(1000),
+     "changes fetched from a node in one request")
+    ("batch-limit", po::value(&options.batch_limit)->default_value(1000),
+     "changes sent to a node in one request")
+    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    if (vm.count("help")) {
+      std::cout << opts << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    boost::split(options.nodes, nodes, boost::is_any_of(","), boost::token_compress_on);
+    std::erase(options.nodes, std::string{});
+    if (options.nodes.empty()) throw std::invalid_argument("--nodes names no node");
+    for (const auto& n : options.nodes) kv::parse_host_port(n);
+    if (durability != "sync" && durability != "async") {
+      throw std::invalid_argument("--durability must be sync or async");
+    }
+    if (options.fetch_limit == 0 || options.batch_limit == 0) {
+      throw std::invalid_argument("--fetch-limit and --batch-limit must be positive");
+    }
+    options.data = data;
+    options.sync_writes = durability == "sync";
+    kv::log::init(level);
+  } catch (const std::exception& e) {
+    std::cerr << "kvsync: " << e.what() << "\nTry 'kvsync --help'.\n";
+    return 2;
+  }
+
+  try {
+    asio::io_context io(1);
+    kv::sync::Syncer syncer(io.get_executor(), options);
+    asio::co_spawn(io,
+                   syncer.run([&] { std::cout << "kvsync ready nodes=" << nodes << std::endl; }),
+                   [](std::exception_ptr e) {
+                     if (e) std::rethrow_exception(e);
+                   });
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      KV_LOG(info) << "signal " << sig << ": shutting down";
+      io.stop();
+    });
+    io.run();
+    KV_LOG(info) << "syncer stopped";
+    return 0;
+  } catch (const kv::StoreError& e) {
+    std::cerr << "kvsync: " << e.what() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "kvsync: " << e.what() << std::endl;
+    return 1;
+  }
+}
