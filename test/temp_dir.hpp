@@ -1,6 +1,7 @@
 // A directory under the system temp dir, removed with everything in it when the test ends.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -16,6 +17,7 @@ class TempDir {
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
+    if (std::getenv("KV_KEEP_TEST_DIRS")) return;  // for reading the logs after a failure
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }

@@ -104,7 +104,6 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
 }
 
 asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
-  st->writing = true;
   std::string buf;
   while (st->open && !st->out.empty()) {
     buf.clear();
@@ -173,7 +172,10 @@ asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration t
   p->type = proto::type_of(req);
   proto::encode_request(st->out, p->id, req);
   st->inflight.push_back(p);
-  if (!st->writing) asio::co_spawn(st->executor, write_loop(st), asio::detached);
+  if (!st->writing) {
+    st->writing = true;  // set before the writer runs, so one call spawns it
+    asio::co_spawn(st->executor, write_loop(st), asio::detached);
+  }
 
   p->done.expires_after(timeout);
   if (!p->response && !p->error) co_await p->done.async_wait(kTuple);

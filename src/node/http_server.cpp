@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "common/log.hpp"
+#include "common/wakeup.hpp"
 #include "node/store.hpp"
 
 namespace kv::node {
@@ -32,7 +33,7 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 struct Subscriber {
   explicit Subscriber(asio::any_io_executor ex) : wake(ex) {}
   std::deque<std::shared_ptr<const std::string>> queue;
-  asio::steady_timer wake;  // cancelled to wake the writer
+  Wakeup wake;  // notified when the queue gets a message or overflows
   bool overflowed = false;
 };
 }  // namespace
@@ -54,7 +55,7 @@ void NotificationHub::publish(std::shared_ptr<const std::string> message) {
     } else {
       sub->queue.push_back(message);
     }
-    sub->wake.cancel();
+    sub->wake.notify();
   }
 }
 
@@ -68,10 +69,7 @@ using WsStream = websocket::stream<beast::tcp_stream>;
 
 asio::awaitable<void> ws_writer(WsStream& ws, Subscriber& sub) {
   for (;;) {
-    while (sub.queue.empty() && !sub.overflowed) {
-      sub.wake.expires_at(asio::steady_timer::time_point::max());
-      co_await sub.wake.async_wait(kTuple);
-    }
+    while (sub.queue.empty() && !sub.overflowed) co_await sub.wake.wait();
     if (sub.overflowed) {
       KV_LOG(warning) << "dropping a WebSocket subscriber that fell behind by "
                       << "more than its queue limit";

@@ -2,7 +2,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -14,49 +13,29 @@
 #include "common/log.hpp"
 #include "common/node_client.hpp"
 #include "common/notification.hpp"
+#include "common/wakeup.hpp"
 #include "common/ws_client.hpp"
 #include "sync/sync_log.hpp"
 
 namespace kv::sync {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
 
 namespace {
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-// A level-triggered wake-up: notify() before wait() is not lost.
-class Signal {
- public:
-  explicit Signal(asio::any_io_executor ex) : timer_(ex) {}
-  void notify() {
-    set_ = true;
-    timer_.cancel();
-  }
-  asio::awaitable<void> wait() {
-    while (!set_) {
-      timer_.expires_at(asio::steady_timer::time_point::max());
-      co_await timer_.async_wait(kTuple);
-    }
-    set_ = false;
-  }
-
- private:
-  asio::steady_timer timer_;
-  bool set_ = false;
-};
-
 struct Link {
   Link(asio::any_io_executor ex, std::string address)
-      : address(std::move(address)), client(ex), ws(ex), fetch(ex), send(ex) {}
+      : address(std::move(address)), client(ex), ws(ex), fetch(ex), send(ex), ended(ex) {}
   std::string address;
   NodeClient client;
   WsSubscription ws;
-  Signal fetch;  // the node has (or may have) local changes past our cursor
-  Signal send;   // the log has stamps the node has not applied
+  Wakeup fetch;  // the node has (or may have) local changes past our cursor
+  Wakeup send;   // the log has stamps the node has not applied
   bool connected = false;
   bool ever_connected = false;
-  NodeStatus status;                // as reported when the link came up
+  Wakeup ended;       // the watcher, fetcher and sender of this connection have all returned
+  NodeStatus status;  // as reported when the link came up
   std::uint64_t applied_stamp = 0;  // as the node last reported
   std::uint64_t synced_upto = 0;
 };
@@ -99,6 +78,7 @@ struct Syncer::Impl {
   std::function<void()> on_all_connected;
 
   asio::awaitable<void> run_link(Link& link);
+  asio::awaitable<void> run_connected(Link& link);
   asio::awaitable<void> watch(Link& link);
   asio::awaitable<void> fetch_loop(Link& link);
   asio::awaitable<void> send_loop(Link& link);
@@ -132,6 +112,7 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
   auto backoff = options.backoff_initial;
   asio::steady_timer wait(executor);
   for (;;) {
+    bool up = false;
     try {
       const auto [host, port] = parse_host_port(link.address);
       co_await link.client.connect(host, port, options.call_timeout);
@@ -154,9 +135,10 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
       link.synced_upto = st.synced_upto;
       connected(link);
       backoff = options.backoff_initial;
-      co_await (watch(link) || fetch_loop(link) || send_loop(link));
+      up = true;
+      co_await run_connected(link);
     } catch (const std::exception& e) {
-      if (link.connected) {
+      if (up) {
         KV_LOG(warning) << "lost node " << link.status.name << " at " << link.address << ": "
                         << e.what() << "; reconnecting";
       } else {
@@ -164,15 +146,45 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
                      << "; retrying in " << backoff.count() << " ms";
       }
     }
-    const bool was_connected = link.connected;
     link.connected = false;
     link.client.close();
     link.ws.close();
-    if (was_connected) flush_reports();
+    flush_reports();
     wait.expires_after(backoff);
     co_await wait.async_wait(kTuple);
     backoff = std::min(backoff * 2, options.backoff_max);
   }
+}
+
+// Runs the watcher, fetcher and sender of one connection side by side. The first to fail takes
+// the connection down: closing both sockets fails every pending read and call, and the wake-ups
+// release the loops that wait, so all three return before the link reconnects.
+asio::awaitable<void> Syncer::Impl::run_connected(Link& link) {
+  auto running = std::make_shared<int>(3);
+  auto first_error = std::make_shared<std::string>();
+  auto on_end = [this, &link, running, first_error](const char* what, std::exception_ptr e) {
+    if (e && first_error->empty()) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        *first_error = std::string(what) + ": " + ex.what();
+      }
+    }
+    if (link.connected) {
+      link.connected = false;
+      link.client.close();
+      link.ws.close();
+      link.fetch.notify();
+      link.send.notify();
+    }
+    if (--*running == 0) link.ended.notify();
+  };
+  asio::co_spawn(executor, watch(link), [on_end](std::exception_ptr e) { on_end("watch", e); });
+  asio::co_spawn(executor, fetch_loop(link),
+                 [on_end](std::exception_ptr e) { on_end("fetch", e); });
+  asio::co_spawn(executor, send_loop(link), [on_end](std::exception_ptr e) { on_end("send", e); });
+  co_await link.ended.wait();
+  throw std::runtime_error(first_error->empty() ? "connection closed" : *first_error);
 }
 
 void Syncer::Impl::connected(Link& link) {
@@ -215,12 +227,15 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
   const std::uint64_t inc = link.status.incarnation;
   for (;;) {
     co_await link.fetch.wait();
+    if (!link.connected) co_return;
     for (;;) {
       const std::uint64_t cursor = log.cursor(name, inc);
       auto got = expect<proto::msg::Changes>(
           co_await link.client.call(proto::msg::Fetch{cursor, options.fetch_limit},
                                     options.call_timeout),
           "FETCH");
+      KV_LOG(debug) << "fetched " << got.changes.size() << " changes from " << name << " after "
+                    << cursor << " (up to seq " << got.seq_high << ")";
       if (got.changes.empty() && got.seq_high <= cursor) break;
       auto stamped = log.stamp(name, inc, got.changes, got.seq_high);
       for (const auto& c : stamped.dropped) {
@@ -255,14 +270,19 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
   const std::uint64_t inc = link.status.incarnation;
   for (;;) {
     co_await link.send.wait();
+    if (!link.connected) co_return;
     for (;;) {
       const std::uint64_t cursor = log.cursor(name, inc);
       if (link.applied_stamp >= log.counter() && link.synced_upto >= cursor) break;
       auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
+      KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp "
+                    << batch.upto_stamp << " to " << name;
       auto applied = expect<proto::msg::Applied>(
           co_await link.client.call(std::move(batch), options.call_timeout), "APPLY");
       link.applied_stamp = applied.applied_stamp;
       link.synced_upto = applied.synced_upto;
+      KV_LOG(debug) << name << " applied up to stamp " << link.applied_stamp << " ("
+                    << applied.changed << " changed)";
       flush_reports();
     }
   }

@@ -1,0 +1,297 @@
+#include "cluster.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace kv::test {
+
+std::filesystem::path bin_dir() {
+  const char* d = std::getenv("KV_BIN_DIR");
+  if (!d) throw std::runtime_error("KV_BIN_DIR is not set (run the tests through ctest)");
+  return d;
+}
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+int remaining_ms(Clock::time_point end) {
+  return static_cast<int>(std::max<long>(
+      0, std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count()));
+}
+}  // namespace
+
+Process::Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
+                 const std::string& stdin_text, bool capture_stdout)
+    : log_(log_file) {
+  int out[2] = {-1, -1};
+  int in[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  if (capture_stdout) {
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  }
+  posix_spawn_file_actions_addopen(&fa, 2, log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(out[1]);
+  close(in[0]);
+  if (rc != 0) {
+    close(out[0]);
+    close(in[1]);
+    throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+  }
+  out_fd_ = out[0];
+  // Standard input is written whole, then closed: small texts fit the pipe buffer.
+  if (!stdin_text.empty()) {
+    const ssize_t w = write(in[1], stdin_text.data(), stdin_text.size());
+    (void)w;
+  }
+  close(in[1]);
+}
+
+Process::~Process() {
+  if (running()) {
+    kill9();
+    try {
+      wait(10s);
+    } catch (...) {
+    }
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+}
+
+bool Process::running() {
+  if (status_) return false;
+  int st = 0;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+void Process::signal(int sig) {
+  if (running()) ::kill(pid_, sig);
+}
+
+void Process::kill9() {
+  signal(SIGKILL);
+}
+
+int Process::wait(std::chrono::milliseconds deadline) {
+  const auto end = Clock::now() + deadline;
+  while (!status_) {
+    int st = 0;
+    const pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = st;
+      break;
+    }
+    if (Clock::now() > end) throw std::runtime_error("process did not exit in time");
+    std::this_thread::sleep_for(5ms);
+  }
+  if (WIFEXITED(*status_)) return WEXITSTATUS(*status_);
+  return 128 + WTERMSIG(*status_);
+}
+
+std::string Process::wait_for_line(const std::string& prefix, std::chrono::milliseconds deadline) {
+  const auto end = Clock::now() + deadline;
+  for (;;) {
+    for (auto nl = buffered_.find('\n'); nl != std::string::npos; nl = buffered_.find('\n')) {
+      std::string line = buffered_.substr(0, nl);
+      buffered_.erase(0, nl + 1);
+      if (line.starts_with(prefix)) return line;
+    }
+    pollfd p{out_fd_, POLLIN, 0};
+    const int r = poll(&p, 1, std::min(remaining_ms(end), 100));
+    if (r > 0) {
+      char buf[4096];
+      const ssize_t n = read(out_fd_, buf, sizeof buf);
+      if (n <= 0)
+        throw std::runtime_error("process exited before printing '" + prefix + "'\n" + log_tail());
+      buffered_.append(buf, n);
+    } else if (Clock::now() >= end) {
+      throw std::runtime_error("no line '" + prefix + "' before the deadline\n" + log_tail());
+    }
+  }
+}
+
+std::string Process::read_all(std::chrono::milliseconds deadline) {
+  const auto end = Clock::now() + deadline;
+  std::string out = std::move(buffered_);
+  buffered_.clear();
+  for (;;) {
+    pollfd p{out_fd_, POLLIN, 0};
+    const int r = poll(&p, 1, std::min(remaining_ms(end), 100));
+    if (r > 0) {
+      char buf[4096];
+      const ssize_t n = read(out_fd_, buf, sizeof buf);
+      if (n <= 0) return out;
+      out.append(buf, n);
+    } else if (Clock::now() >= end) {
+      throw std::runtime_error("output did not end before the deadline");
+    }
+  }
+}
+
+std::string Process::log_tail() const {
+  std::ifstream f(log_);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  if (s.size() > 4000) s = s.substr(s.size() - 4000);
+  return "--- " + log_.string() + " ---\n" + s;
+}
+
+CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text,
+                  std::chrono::milliseconds deadline) {
+  std::vector<std::string> argv{(bin_dir() / "kvcli").string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  static int counter = 0;
+  const auto log = std::filesystem::temp_directory_path() /
+                   ("kvcli-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
+  CliResult r;
+  {
+    Process p(argv, log, stdin_text);
+    r.out = p.read_all(deadline);
+    r.code = p.wait(deadline);
+  }
+  std::error_code ec;
+  std::filesystem::remove(log, ec);
+  return r;
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
+  const auto end = Clock::now() + deadline;
+  for (;;) {
+    if (cond()) return true;
+    if (Clock::now() >= end) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+Cluster::Cluster(std::size_t nodes, bool with_syncer) {
+  for (std::size_t i = 0; i < nodes; ++i) {
+    NodeInfo n;
+    n.name = std::string(1, static_cast<char>('a' + i));
+    nodes_.push_back(std::move(n));
+    start_node(i);
+  }
+  if (with_syncer) start_syncer();
+}
+
+Cluster::~Cluster() = default;
+
+void Cluster::start_node(std::size_t i) {
+  auto& n = nodes_[i];
+  std::vector<std::string> argv{(bin_dir() / "kvnode").string(),
+                                "--name",
+                                n.name,
+                                "--data",
+                                (dir() / n.name).string(),
+                                "--port",
+                                std::to_string(n.binary_port),
+                                "--http-port",
+                                std::to_string(n.http_port),
+                                "--log-level",
+                                "debug"};
+  n.proc = std::make_unique<Process>(argv, dir() / (n.name + ".log"));
+  const std::string line = n.proc->wait_for_line("kvnode " + n.name + " ready");
+  // "kvnode a ready binary=127.0.0.1:P http=127.0.0.1:Q"
+  const auto b = line.find("binary=") + 7;
+  n.binary = line.substr(b, line.find(' ', b) - b);
+  n.binary_port = static_cast<std::uint16_t>(std::stoi(n.binary.substr(n.binary.rfind(':') + 1)));
+  n.http_port = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+}
+
+void Cluster::stop_node(std::size_t i, bool kill9) {
+  auto& p = *nodes_[i].proc;
+  p.signal(kill9 ? SIGKILL : SIGTERM);
+  p.wait();
+}
+
+void Cluster::start_syncer() {
+  std::vector<std::string> argv{
+      (bin_dir() / "kvsync").string(), "--nodes",     nodes_arg(), "--data",
+      (dir() / "sync").string(),       "--log-level", "debug"};
+  syncer_ = std::make_unique<Process>(argv, dir() / "sync.log");
+  syncer_->wait_for_line("kvsync ready");
+}
+
+void Cluster::stop_syncer(bool kill9) {
+  syncer_->signal(kill9 ? SIGKILL : SIGTERM);
+  syncer_->wait();
+}
+
+std::string Cluster::nodes_arg() const {
+  std::string s;
+  for (const auto& n : nodes_) s += (s.empty() ? "" : ",") + n.binary;
+  return s;
+}
+
+CliResult Cluster::cli(std::vector<std::string> args, const std::string& stdin_text) {
+  args.insert(args.begin(), {"--nodes", nodes_arg()});
+  return run_cli(args, stdin_text);
+}
+
+std::vector<std::string> Cluster::items_on(std::size_t i) {
+  auto r = cli({"--json", "--route", std::to_string(i), "list"});
+  if (r.code != 0) return {"<node " + std::to_string(i) + " failed: " + r.out + ">"};
+  auto v = boost::json::parse(r.out);
+  std::vector<std::string> out;
+  for (const auto& it : v.at("items").as_array()) {
+    const auto& o = it.as_object();
+    out.push_back(std::string(o.at("id").as_string()) + " v" +
+                  std::to_string(o.at("version").to_number<std::uint64_t>()) + " " +
+                  std::string(o.at("title").as_string()) +
+                  (o.at("completed").as_bool() ? " done" : ""));
+  }
+  return out;
+}
+
+std::vector<std::string> Cluster::wait_converged(std::chrono::milliseconds deadline) {
+  std::vector<std::string> first;
+  const bool ok = wait_until(
+      [&] {
+        first = items_on(1);
+        for (std::size_t i = 2; i <= nodes_.size(); ++i) {
+          if (items_on(i) != first) return false;
+        }
+        return true;
+      },
+      deadline);
+  if (!ok) {
+    std::string diag;
+    for (std::size_t i = 1; i <= nodes_.size(); ++i) {
+      diag += "node " + std::to_string(i) + ":";
+      for (const auto& s : items_on(i)) diag += " [" + s + "]";
+      diag += "\n";
+    }
+    throw std::runtime_error("nodes did not converge:\n" + diag +
+                             (syncer_ ? syncer_->log_tail() : ""));
+  }
+  return first;
+}
+
+}  // namespace kv::test

@@ -1,0 +1,100 @@
+// Starting the real binaries for whole-cluster tests: nodes and the syncer on 127.0.0.1 with
+// ephemeral ports (each reports its ports on its "ready" line), kvcli runs with a deadline,
+// and waits that poll a condition until a deadline instead of sleeping a fixed time.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "temp_dir.hpp"
+
+namespace kv::test {
+
+using namespace std::chrono_literals;
+
+std::filesystem::path bin_dir();  // from KV_BIN_DIR, set by CTest
+
+// A child process we started; ended by PID in the destructor if still running.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
+          const std::string& stdin_text = "", bool capture_stdout = true);
+  ~Process();
+  Process(const Process&) = delete;
+
+  int pid() const { return pid_; }
+  // Reads stdout until a line starting with `prefix` appears; throws on deadline or exit.
+  std::string wait_for_line(const std::string& prefix, std::chrono::milliseconds deadline = 20s);
+  void signal(int sig);
+  void kill9();
+  // Waits for the exit; returns the exit code (128+signal if killed). Throws on deadline.
+  int wait(std::chrono::milliseconds deadline = 20s);
+  bool running();
+  std::string read_all(std::chrono::milliseconds deadline = 20s);  // stdout until EOF
+  std::string log_tail() const;
+
+ private:
+  int pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffered_;
+  std::optional<int> status_;
+  std::filesystem::path log_;
+};
+
+struct CliResult {
+  int code = -1;
+  std::string out;
+};
+
+// Runs kvcli with `args` (and `stdin_text` on standard input) and returns its exit code and
+// standard output. Fails the test if it does not finish within the deadline.
+CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text = "",
+                  std::chrono::milliseconds deadline = 20s);
+
+// Polls `cond` every few milliseconds until it holds or the deadline passes.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline = 20s);
+
+struct NodeInfo {
+  std::string name;
+  std::string binary;  // host:port
+  std::uint16_t binary_port = 0;
+  std::uint16_t http_port = 0;
+  std::unique_ptr<Process> proc;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(std::size_t nodes, bool with_syncer = true);
+  ~Cluster();
+
+  void start_node(std::size_t i);  // (re)starts node i on its previous ports, if any
+  void stop_node(std::size_t i, bool kill9 = false);
+  void start_syncer();
+  void stop_syncer(bool kill9 = false);
+
+  std::string nodes_arg() const;  // "127.0.0.1:p1,127.0.0.1:p2,..."
+  NodeInfo& node(std::size_t i) { return nodes_[i]; }
+  std::size_t size() const { return nodes_.size(); }
+  const std::filesystem::path& dir() const { return dir_.path(); }
+  Process* syncer() { return syncer_.get(); }
+
+  // kvcli against this cluster.
+  CliResult cli(std::vector<std::string> args, const std::string& stdin_text = "");
+  // `list --json` on node i (1-based route), parsed to "id v<version> title completed" lines.
+  std::vector<std::string> items_on(std::size_t i);
+  // Waits until every node lists the same items with the same versions, and returns them.
+  std::vector<std::string> wait_converged(std::chrono::milliseconds deadline = 30s);
+
+ private:
+  TempDir dir_;
+  std::vector<NodeInfo> nodes_;
+  std::unique_ptr<Process> syncer_;
+};
+
+}  // namespace kv::test

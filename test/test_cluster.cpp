@@ -1,0 +1,358 @@
+// Whole-cluster tests: the real kvnode, kvsync and kvcli binaries on 127.0.0.1, ephemeral ports,
+// waits on conditions with deadlines. These are the seed's Step 1 and Step 2, its version table,
+// the invariants of docs/sync.md under concurrent writes and restarts, and kvcli's modes.
+#define BOOST_TEST_MODULE cluster
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "cluster.hpp"
+#include "common/protocol.hpp"
+
+using namespace kv;
+using namespace kv::test;
+namespace json = boost::json;
+
+namespace {
+std::vector<json::object> json_lines(const std::string& out) {
+  std::vector<json::object> v;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) v.push_back(json::parse(line).as_object());
+  }
+  return v;
+}
+
+std::string file_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::size_t count_items(const json::object& o) {
+  return o.at("items").as_array().size();
+}
+
+std::string script(const std::string& cmd, int n, const std::string& prefix) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += cmd + " " + prefix + std::to_string(i) + "\n";
+  return s;
+}
+
+std::set<std::string> ids_of(const std::vector<json::object>& results) {
+  std::set<std::string> ids;
+  for (const auto& r : results) {
+    if (!r.at("ok").as_bool()) continue;
+    for (const auto& it : r.at("items").as_array()) {
+      ids.insert(std::string(it.at("id").as_string()));
+    }
+  }
+  return ids;
+}
+
+// A kvcli script running in the background while the test does something else.
+struct BackgroundCli {
+  BackgroundCli(Cluster& c, std::vector<std::string> args, const std::string& input)
+      : proc([&] {
+          std::vector<std::string> argv{(bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(),
+                                        "--json"};
+          argv.insert(argv.end(), args.begin(), args.end());
+          static int n = 0;
+          return Process(argv, c.dir() / ("cli-" + std::to_string(n++) + ".log"), input);
+        }()) {}
+  std::vector<json::object> finish() {
+    auto out = proc.read_all(60s);
+    proc.wait(60s);
+    return json_lines(out);
+  }
+  Process proc;
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(step1_without_the_syncer_a_create_is_invisible_on_the_other_node) {
+  Cluster c(2, false);
+  auto r = c.cli({"--json"}, "create TaskA\nlist\nlist\n");
+  BOOST_TEST(r.code == 0);
+  auto lines = json_lines(r.out);
+  BOOST_TEST_REQUIRE(lines.size() == 3u);
+  BOOST_TEST(lines[0].at("node").as_string() == c.node(0).binary);
+  BOOST_TEST(lines[1].at("node").as_string() == c.node(1).binary);
+  BOOST_TEST(count_items(lines[1]) == 0u);  // the list went to node 2: TaskA is not there
+  BOOST_TEST(lines[2].at("node").as_string() == c.node(0).binary);
+  BOOST_TEST(count_items(lines[2]) == 1u);  // back on node 1 it is
+}
+
+BOOST_AUTO_TEST_CASE(step2_with_the_syncer_every_node_lists_it) {
+  Cluster c(2);
+  auto r = c.cli({"--route", "1", "create", "TaskA"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("created ID:1a, Version:1 TaskA, no-complete") != std::string::npos);
+  BOOST_TEST(wait_until([&] { return c.items_on(2) == std::vector<std::string>{"1a v1 TaskA"}; }));
+  // The syncer's log says what it did, like the seed's right-hand pane.
+  BOOST_TEST(wait_until([&] {
+    const auto log = file_text(c.dir() / "sync.log");
+    return log.find("sync a:1a create \"TaskA\" v1 -> stamp 1 applied on a,b") != std::string::npos;
+  }));
+}
+
+BOOST_AUTO_TEST_CASE(the_seed_version_table_then_its_restamping) {
+  Cluster c(2, false);
+  auto r = c.cli({"--json", "--route", "1"}, "create TaskA\ncreate TaskB\nupdate 1a complete\n");
+  auto lines = json_lines(r.out);
+  BOOST_TEST_REQUIRE(lines.size() == 3u);
+  BOOST_TEST(c.items_on(1) == (std::vector<std::string>{"1a v3 TaskA done", "2a v2 TaskB"}));
+  BOOST_TEST(c.items_on(2).empty());
+  // docs/sync.md, "The seed's example": the syncer stamps the diff with its version 1.
+  c.start_syncer();
+  BOOST_TEST(c.wait_converged() == (std::vector<std::string>{"1a v1 TaskA done", "2a v1 TaskB"}));
+  r = c.cli({"--json", "--route", "2", "create", "TaskC"});
+  BOOST_TEST(json_lines(r.out).at(0).at("items").at(0).at("version").to_number<int>() == 2);
+  BOOST_TEST(c.wait_converged() ==
+             (std::vector<std::string>{"1a v1 TaskA done", "2a v1 TaskB", "3b v2 TaskC"}));
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_writes_on_three_nodes_converge_with_unique_ids) {
+  Cluster c(3);
+  c.cli({"--route", "1", "create", "shared"});
+  c.wait_converged();
+  std::vector<std::unique_ptr<BackgroundCli>> writers;
+  for (int n = 1; n <= 3; ++n) {
+    std::string input = script("create", 40, "n" + std::to_string(n) + "-");
+    for (int i = 0; i < 20; ++i) {
+      input += "update 1a title from node " + std::to_string(n) + " #" + std::to_string(i) + "\n";
+      input += std::string("update 1a ") + (i % 2 ? "complete" : "incomplete") + "\n";
+    }
+    writers.push_back(std::make_unique<BackgroundCli>(
+        c, std::vector<std::string>{"--route", std::to_string(n)}, input));
+  }
+  std::set<std::string> ids;
+  std::size_t created = 0;
+  for (auto& w : writers) {
+    for (const auto& r : w->finish()) {
+      BOOST_TEST_REQUIRE(r.at("ok").as_bool(), json::serialize(r));
+      const std::string id(r.at("items").at(0).at("id").as_string());
+      if (id != "1a") {
+        ++created;
+        ids.insert(id);
+      }
+    }
+  }
+  BOOST_TEST(created == 120u);
+  BOOST_TEST(ids.size() == 120u);         // invariant 4: no id was handed out twice
+  const auto items = c.wait_converged();  // invariants 2 and 6
+  BOOST_TEST(items.size() == 121u);
+}
+
+BOOST_AUTO_TEST_CASE(deletes_win_races_with_updates_and_stay_deleted) {
+  Cluster c(2);
+  c.cli({"--route", "1"}, script("create", 20, "item"));
+  BOOST_TEST(c.wait_converged().size() == 20u);
+  std::string deletes, updates;
+  for (int i = 1; i <= 20; ++i) {
+    deletes += "delete " + std::to_string(i) + "a\n";
+    updates += "update " + std::to_string(i) + "a complete\n";
+    updates += "update " + std::to_string(i) + "a title late rename\n";
+  }
+  BackgroundCli del(c, {"--route", "1"}, deletes);
+  BackgroundCli upd(c, {"--route", "2"}, updates);
+  del.finish();
+  upd.finish();
+  BOOST_TEST(c.wait_converged().empty());  // invariant 3
+  // A late update on either node is refused: deletes are final.
+  auto r = c.cli({"--json", "--route", "2", "update", "3a", "complete"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(json_lines(r.out).at(0).at("error").as_string().find("deleted") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_killed_and_restarted_while_writes_go_on_catches_up) {
+  Cluster c(2);
+  auto before = json_lines(c.cli({"--json", "--route", "2"}, script("create", 10, "b")).out);
+  BackgroundCli writer(c, {"--route", "1"}, script("create", 300, "a"));
+  BOOST_TEST(wait_until([&] { return c.items_on(2).size() >= 40; }));
+  c.stop_node(1, /*kill9=*/true);
+  c.start_node(1);
+  const auto results = writer.finish();
+  BOOST_TEST(results.size() == 300u);
+  auto ids = ids_of(results);
+  for (auto& id : ids_of(before)) ids.insert(id);
+  BOOST_TEST(ids.size() == 310u);
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 310u);  // every acknowledged create, on both nodes
+}
+
+BOOST_AUTO_TEST_CASE(the_syncer_killed_and_restarted_while_writes_go_on_loses_nothing) {
+  Cluster c(2);
+  BackgroundCli writer(c, {}, script("create", 300, "w"));  // round-robin over both nodes
+  BOOST_TEST(wait_until([&] { return c.items_on(2).size() >= 30; }));
+  c.stop_syncer(/*kill9=*/true);
+  c.start_syncer();
+  const auto results = writer.finish();
+  const auto ids = ids_of(results);
+  BOOST_TEST(ids.size() == 300u);
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 300u);
+  for (const auto& line : items) BOOST_TEST(ids.count(line.substr(0, line.find(' '))) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(kvcli_one_shot_modes_and_errors) {
+  Cluster c(2, false);
+  auto r = c.cli({"--route", "1", "create", "Buy", "milk"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("created ID:1a, Version:1 Buy milk, no-complete") != std::string::npos);
+  BOOST_TEST(r.out.find(c.node(0).binary) != std::string::npos);  // says which node served it
+
+  r = c.cli({"--json", "--route", "1", "get", "1a"});
+  BOOST_TEST(r.code == 0);
+  auto o = json_lines(r.out).at(0);
+  BOOST_TEST(o.at("ok").as_bool());
+  BOOST_TEST(o.at("node").as_string() == c.node(0).binary);
+  BOOST_TEST(o.at("items").at(0).at("title").as_string() == "Buy milk");
+
+  r = c.cli({"--json", "--route", "1", "get", "9z"});
+  BOOST_TEST(r.code == 1);
+  o = json_lines(r.out).at(0);
+  BOOST_TEST(!o.at("ok").as_bool());
+  BOOST_TEST(o.at("error").as_string().find("no item 9z") != std::string::npos);
+
+  BOOST_TEST(c.cli({"create"}).code == 2);                      // no title
+  BOOST_TEST(c.cli({"bogus"}).code == 2);                       // unknown command
+  BOOST_TEST(c.cli({"update", "1a", "frobnicate"}).code == 2);  // unknown field
+  r = c.cli({"--json", "--route", "1", "create", "   "});
+  BOOST_TEST(r.code == 1);  // the node refuses a blank title
+  BOOST_TEST(json_lines(r.out).at(0).at("error").as_string().find("title") != std::string::npos);
+  BOOST_TEST(c.cli({"--route", "7", "list"}).code == 2);  // no node 7
+  BOOST_TEST(run_cli({"--nodes", "nonsense", "list"}).code == 2);
+
+  r = c.cli({"--json", "nodes"});
+  BOOST_TEST(r.code == 0);
+  o = json_lines(r.out).at(0);
+  BOOST_TEST(o.at("nodes").as_array().size() == 2u);
+  BOOST_TEST(o.at("nodes").at(0).at("version").to_number<int>() == 1);
+  BOOST_TEST(o.at("nodes").at(1).at("reachable").as_bool());
+
+  r = c.cli({"help"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("update ID complete|incomplete") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(kvcli_fails_over_when_a_node_is_down) {
+  Cluster c(2, false);
+  c.stop_node(0);
+  auto r = c.cli({"--json", "--route", "1", "create", "still works"});
+  BOOST_TEST(r.code == 0);
+  auto o = json_lines(r.out).at(0);
+  BOOST_TEST(o.at("node").as_string() == c.node(1).binary);
+  BOOST_TEST(o.at("skipped").at(0).as_string() == c.node(0).binary);
+  r = c.cli({"--json", "nodes"});
+  o = json_lines(r.out).at(0);
+  BOOST_TEST(!o.at("nodes").at(0).at("reachable").as_bool());
+  c.stop_node(1);
+  r = c.cli({"--json", "list"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(json_lines(r.out).at(0).at("error").as_string().find("no node answered") !=
+             std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(kvcli_watch_prints_notifications_until_interrupted) {
+  Cluster c(2);
+  std::vector<std::string> argv{(bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(), "--json",
+                                "watch"};
+  Process watch(argv, c.dir() / "watch.log");
+  // Watching starts when both subscriptions are up; create until the watcher has seen one.
+  BOOST_TEST(wait_until([&] {
+    c.cli({"--route", "1", "create", "watched"});
+    try {
+      watch.wait_for_line("{", 200ms);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }));
+  watch.signal(SIGINT);
+  BOOST_TEST(watch.wait() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
+  Cluster c(1, false);
+  auto connect = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(c.node(0).binary_port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    return fd;
+  };
+  auto read_frame = [](int fd) -> std::optional<std::pair<std::uint8_t, std::string>> {
+    std::string buf;
+    char tmp[4096];
+    for (;;) {
+      auto d = proto::decode_frame({reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size()});
+      if (d.status == proto::DecodeStatus::kFrame) {
+        return std::make_pair(d.frame.type,
+                              std::string(reinterpret_cast<const char*>(d.frame.payload.data()),
+                                          d.frame.payload.size()));
+      }
+      const ssize_t n = ::read(fd, tmp, sizeof tmp);
+      if (n <= 0) return std::nullopt;
+      buf.append(tmp, n);
+    }
+  };
+  auto send = [](int fd, const std::string& s) {
+    BOOST_TEST_REQUIRE(::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()));
+  };
+  auto error_code = [](const std::string& payload) {
+    return (static_cast<unsigned char>(payload[0]) << 8) | static_cast<unsigned char>(payload[1]);
+  };
+
+  // A 4 GiB length prefix: answered with frame_too_large, then the connection is closed.
+  int fd = connect();
+  send(fd, std::string("\xff\xff\xff\xf0\x01\x00\x00\x00\x01", 9));
+  auto f = read_frame(fd);
+  BOOST_TEST_REQUIRE(f.has_value());
+  BOOST_TEST(f->first == 0xFF);
+  BOOST_TEST(error_code(f->second) == static_cast<int>(proto::ErrorCode::kFrameTooLarge));
+  BOOST_TEST(!read_frame(fd).has_value());  // closed
+  close(fd);
+
+  // An unknown type and a garbage payload: an error each, and the connection goes on.
+  fd = connect();
+  std::string frames;
+  proto::append_frame(frames, 0x55, 7, "");
+  proto::append_frame(frames, static_cast<std::uint8_t>(proto::MsgType::kCreate), 8, "\xff\xff");
+  proto::encode_request(frames, 9, proto::msg::Ping{});
+  send(fd, frames);
+  f = read_frame(fd);
+  BOOST_TEST(error_code(f->second) == static_cast<int>(proto::ErrorCode::kUnknownType));
+  // The rest arrive in order (read_frame only returns the first; read them one by one).
+  close(fd);
+  fd = connect();
+  frames.clear();
+  proto::append_frame(frames, static_cast<std::uint8_t>(proto::MsgType::kCreate), 8, "\xff\xff");
+  send(fd, frames);
+  f = read_frame(fd);
+  BOOST_TEST(error_code(f->second) == static_cast<int>(proto::ErrorCode::kBadFrame));
+  frames.clear();
+  proto::encode_request(frames, 9, proto::msg::Ping{});
+  send(fd, frames);
+  f = read_frame(fd);
+  BOOST_TEST_REQUIRE(f.has_value());
+  BOOST_TEST(f->first == (static_cast<std::uint8_t>(proto::MsgType::kPing) | proto::kResponseBit));
+  close(fd);
+  // Everyone else is still served.
+  BOOST_TEST(c.cli({"create", "after the garbage"}).code == 0);
+}
