@@ -192,6 +192,8 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
 }
 
 Cluster::Cluster(std::size_t nodes, bool with_syncer) {
+  // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
+  setenv("HOME", dir().c_str(), 1);
   for (std::size_t i = 0; i < nodes; ++i) {
     NodeInfo n;
     n.name = std::string(1, static_cast<char>('a' + i));

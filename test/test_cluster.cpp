@@ -92,6 +92,16 @@ BOOST_AUTO_TEST_CASE(step1_without_the_syncer_a_create_is_invisible_on_the_other
   BOOST_TEST(count_items(lines[1]) == 0u);  // the list went to node 2: TaskA is not there
   BOOST_TEST(lines[2].at("node").as_string() == c.node(0).binary);
   BOOST_TEST(count_items(lines[2]) == 1u);  // back on node 1 it is
+
+  // One-shot commands take turns too, as the seed's CLI did.
+  auto one = json_lines(c.cli({"--json", "create", "TaskB"}).out).at(0);
+  auto two = json_lines(c.cli({"--json", "list"}).out).at(0);
+  auto three = json_lines(c.cli({"--json", "list"}).out).at(0);
+  BOOST_TEST(one.at("node").as_string() != two.at("node").as_string());
+  BOOST_TEST(three.at("node").as_string() == one.at("node").as_string());
+  BOOST_TEST(one.at("node").as_string() == c.node(0).binary);
+  BOOST_TEST(count_items(two) == 0u);    // node 2 has neither TaskA nor TaskB
+  BOOST_TEST(count_items(three) == 2u);  // node 1 has both
 }
 
 BOOST_AUTO_TEST_CASE(step2_with_the_syncer_every_node_lists_it) {

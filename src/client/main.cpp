@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "client/commands.hpp"
@@ -48,15 +49,29 @@ char** complete(const char* text, int, int) {
   return rl_completion_matches(text, complete_word);
 }
 
-std::string history_path() {
+std::string home_file(const char* name) {
   const char* home = std::getenv("HOME");
-  return home ? std::string(home) + "/.kvcli_history" : std::string();
+  return home ? std::string(home) + "/" + name : std::string();
+}
+
+// One-shot commands continue the round-robin where the previous one left it, so consecutive
+// `kvcli create` / `kvcli list` alternate between the nodes as in the seed.
+std::size_t load_rr_position() {
+  std::ifstream f(home_file(".kvcli_rr"));
+  std::size_t n = 0;
+  f >> n;
+  return n;
+}
+void save_rr_position(std::size_t n) {
+  const std::string path = home_file(".kvcli_rr");
+  if (path.empty()) return;
+  std::ofstream(path) << n << "\n";
 }
 
 int run_shell(Session& session) {
   g_session = &session;
   rl_attempted_completion_function = complete;
-  const std::string hist = history_path();
+  const std::string hist = home_file(".kvcli_history");
   using_history();
   stifle_history(1000);
   if (!hist.empty()) read_history(hist.c_str());
@@ -162,7 +177,10 @@ int main(int argc, char** argv) {
         std::cerr << "kvcli: " << e->message << std::endl;
         return 2;
       }
-      return session.run(std::get<Command>(parsed), std::cout, std::cerr) ? 0 : 1;
+      if (so.route == "rr") session.set_rr_position(load_rr_position());
+      const bool ok = session.run(std::get<Command>(parsed), std::cout, std::cerr);
+      if (so.route == "rr") save_rr_position(session.rr_position());
+      return ok ? 0 : 1;
     }
     if (isatty(STDIN_FILENO)) return run_shell(session);
     return run_script(session, so.json);

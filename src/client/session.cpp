@@ -57,6 +57,7 @@ struct Session::Impl {
   SessionOptions options;
   asio::io_context io{1};
   std::vector<std::unique_ptr<NodeClient>> clients;
+  std::vector<std::chrono::steady_clock::time_point> last_used;
   std::size_t next = 0;  // round-robin position
   std::mt19937 rng{std::random_device{}()};
   std::vector<std::string> ids;
@@ -85,10 +86,21 @@ struct Session::Impl {
 
   asio::awaitable<proto::Response> call(std::size_t i, proto::Request req) {
     auto& c = *clients[i];
+    const auto now = std::chrono::steady_clock::now();
+    if (c.is_open() && now - last_used[i] > std::chrono::seconds(1)) {
+      // A connection left from an earlier command may have died with a restarted node: check
+      // it with a PING, so the request itself is sent at most once.
+      try {
+        co_await c.call(proto::msg::Ping{}, options.timeout);
+      } catch (const boost::system::system_error&) {
+        c.close();
+      }
+    }
     if (!c.is_open()) {
       const auto [host, port] = parse_host_port(options.nodes[i]);
       co_await c.connect(host, port, options.timeout);
     }
+    last_used[i] = now;
     co_return co_await c.call(std::move(req), options.timeout);
   }
 
@@ -116,6 +128,7 @@ Session::Session(SessionOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   for (std::size_t i = 0; i < impl_->options.nodes.size(); ++i) {
     impl_->clients.push_back(std::make_unique<NodeClient>(impl_->io.get_executor()));
+    impl_->last_used.emplace_back();
   }
   if (auto e = set_route(impl_->options.route); !e.empty()) throw std::invalid_argument(e);
 }
@@ -124,6 +137,13 @@ Session::~Session() = default;
 
 const std::vector<std::string>& Session::known_ids() const {
   return impl_->ids;
+}
+
+std::size_t Session::rr_position() const {
+  return impl_->next % impl_->clients.size();
+}
+void Session::set_rr_position(std::size_t next) {
+  impl_->next = next % impl_->clients.size();
 }
 
 std::string Session::set_route(const std::string& mode) {

@@ -31,6 +31,10 @@ class Session {
   // Validates and sets the routing mode; returns an error sentence, or "" on success.
   std::string set_route(const std::string& mode);
 
+  // Where round-robin routing goes next (kept across one-shot invocations).
+  std::size_t rr_position() const;
+  void set_rr_position(std::size_t next);
+
   // Item ids seen in results so far, for completion.
   const std::vector<std::string>& known_ids() const;
 

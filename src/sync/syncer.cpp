@@ -62,6 +62,12 @@ T expect(proto::Response r, const char* what) {
 std::string quoted(const std::string& s) {
   return "\"" + s + "\"";
 }
+
+// system_error's what() carries Boost's source location; people want the sentence.
+std::string describe(const std::exception& e) {
+  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) return se->code().message();
+  return e.what();
+}
 }  // namespace
 
 struct Syncer::Impl {
@@ -140,9 +146,9 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
     } catch (const std::exception& e) {
       if (up) {
         KV_LOG(warning) << "lost node " << link.status.name << " at " << link.address << ": "
-                        << e.what() << "; reconnecting";
+                        << describe(e) << "; reconnecting";
       } else {
-        KV_LOG(info) << "node at " << link.address << " unavailable: " << e.what()
+        KV_LOG(info) << "node at " << link.address << " unavailable: " << describe(e)
                      << "; retrying in " << backoff.count() << " ms";
       }
     }
@@ -167,7 +173,7 @@ asio::awaitable<void> Syncer::Impl::run_connected(Link& link) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        *first_error = std::string(what) + ": " + ex.what();
+        *first_error = std::string(what) + ": " + describe(ex);
       }
     }
     if (link.connected) {

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: installs what is missing, builds with -j2, runs ctest.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+kv_ensure_deps
+kv_build
+cd "$KV_BUILD"
+ctest --output-on-failure --timeout 900
