@@ -37,6 +37,7 @@ int remaining_ms(Clock::time_point end) {
 Process::Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
                  const std::string& stdin_text, bool capture_stdout)
     : log_(log_file) {
+  ::signal(SIGPIPE, SIG_IGN);  // a child that exits early must not kill the test with it
   int out[2] = {-1, -1};
   int in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -62,12 +63,17 @@ Process::Process(std::vector<std::string> argv, const std::filesystem::path& log
     throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   }
   out_fd_ = out[0];
-  // Standard input is written whole, then closed: small texts fit the pipe buffer.
-  if (!stdin_text.empty()) {
-    const ssize_t w = write(in[1], stdin_text.data(), stdin_text.size());
-    (void)w;
-  }
-  close(in[1]);
+  // Standard input is written by a thread, so a large script cannot deadlock against output
+  // that nobody reads yet.
+  stdin_writer_ = std::thread([fd = in[1], text = stdin_text] {
+    std::size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+      if (w <= 0) break;  // the child exited
+      done += static_cast<std::size_t>(w);
+    }
+    close(fd);
+  });
 }
 
 Process::~Process() {
@@ -79,6 +85,7 @@ Process::~Process() {
     }
   }
   if (out_fd_ >= 0) close(out_fd_);
+  if (stdin_writer_.joinable()) stdin_writer_.join();
 }
 
 bool Process::running() {
@@ -115,13 +122,13 @@ int Process::wait(std::chrono::milliseconds deadline) {
   return 128 + WTERMSIG(*status_);
 }
 
-std::string Process::wait_for_line(const std::string& prefix, std::chrono::milliseconds deadline) {
+std::string Process::wait_for_line(const std::string& text, std::chrono::milliseconds deadline) {
   const auto end = Clock::now() + deadline;
   for (;;) {
     for (auto nl = buffered_.find('\n'); nl != std::string::npos; nl = buffered_.find('\n')) {
       std::string line = buffered_.substr(0, nl);
       buffered_.erase(0, nl + 1);
-      if (line.starts_with(prefix)) return line;
+      if (line.find(text) != std::string::npos) return line;
     }
     pollfd p{out_fd_, POLLIN, 0};
     const int r = poll(&p, 1, std::min(remaining_ms(end), 100));
@@ -129,10 +136,10 @@ std::string Process::wait_for_line(const std::string& prefix, std::chrono::milli
       char buf[4096];
       const ssize_t n = read(out_fd_, buf, sizeof buf);
       if (n <= 0)
-        throw std::runtime_error("process exited before printing '" + prefix + "'\n" + log_tail());
+        throw std::runtime_error("process exited before printing '" + text + "'\n" + log_tail());
       buffered_.append(buf, n);
     } else if (Clock::now() >= end) {
-      throw std::runtime_error("no line '" + prefix + "' before the deadline\n" + log_tail());
+      throw std::runtime_error("no line '" + text + "' before the deadline\n" + log_tail());
     }
   }
 }
@@ -191,7 +198,8 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
   }
 }
 
-Cluster::Cluster(std::size_t nodes, bool with_syncer) {
+Cluster::Cluster(std::size_t nodes, bool with_syncer, std::vector<std::string> extra_node_args)
+    : extra_node_args_(std::move(extra_node_args)) {
   // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
   setenv("HOME", dir().c_str(), 1);
   for (std::size_t i = 0; i < nodes; ++i) {
@@ -218,6 +226,7 @@ void Cluster::start_node(std::size_t i) {
                                 std::to_string(n.http_port),
                                 "--log-level",
                                 "debug"};
+  argv.insert(argv.end(), extra_node_args_.begin(), extra_node_args_.end());
   n.proc = std::make_unique<Process>(argv, dir() / (n.name + ".log"));
   const std::string line = n.proc->wait_for_line("kvnode " + n.name + " ready");
   // "kvnode a ready binary=127.0.0.1:P http=127.0.0.1:Q"

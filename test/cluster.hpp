@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "temp_dir.hpp"
@@ -29,8 +30,8 @@ class Process {
   Process(const Process&) = delete;
 
   int pid() const { return pid_; }
-  // Reads stdout until a line starting with `prefix` appears; throws on deadline or exit.
-  std::string wait_for_line(const std::string& prefix, std::chrono::milliseconds deadline = 20s);
+  // Reads stdout until a line containing `text` appears; throws on deadline or exit.
+  std::string wait_for_line(const std::string& text, std::chrono::milliseconds deadline = 20s);
   void signal(int sig);
   void kill9();
   // Waits for the exit; returns the exit code (128+signal if killed). Throws on deadline.
@@ -42,6 +43,7 @@ class Process {
  private:
   int pid_ = -1;
   int out_fd_ = -1;
+  std::thread stdin_writer_;  // feeds standard input while we read standard output
   std::string buffered_;
   std::optional<int> status_;
   std::filesystem::path log_;
@@ -70,7 +72,8 @@ struct NodeInfo {
 
 class Cluster {
  public:
-  explicit Cluster(std::size_t nodes, bool with_syncer = true);
+  explicit Cluster(std::size_t nodes, bool with_syncer = true,
+                   std::vector<std::string> extra_node_args = {});
   ~Cluster();
 
   void start_node(std::size_t i);  // (re)starts node i on its previous ports, if any
@@ -93,6 +96,7 @@ class Cluster {
 
  private:
   TempDir dir_;
+  std::vector<std::string> extra_node_args_;
   std::vector<NodeInfo> nodes_;
   std::unique_ptr<Process> syncer_;
 };

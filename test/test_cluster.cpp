@@ -366,3 +366,69 @@ BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
   // Everyone else is still served.
   BOOST_TEST(c.cli({"create", "after the garbage"}).code == 0);
 }
+
+BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goes_on) {
+  Cluster c(1, false, {"--subscriber-queue", "64"});
+  // A WebSocket subscriber with a tiny receive buffer that never reads after the handshake.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(c.node(0).http_port);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  const std::string upgrade =
+      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  BOOST_TEST_REQUIRE(::write(fd, upgrade.data(), upgrade.size()) ==
+                     static_cast<ssize_t>(upgrade.size()));
+  std::string got;
+  char buf[65536];
+  while (got.find("\r\n\r\n") == std::string::npos) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    BOOST_TEST_REQUIRE(n > 0);
+    got.append(buf, n);
+  }
+  BOOST_TEST_REQUIRE(got.find("101") != std::string::npos);
+
+  // About 9 MB of notifications: more than the kernel buffers (4 MB at most here) and the queue.
+  const std::string title(1000, 'x');
+  auto r = c.cli({}, script("create " + title, 8000, ""));
+  BOOST_TEST(r.code == 0);  // every write succeeded while the subscriber was stuck
+  BOOST_TEST(wait_until([&] {
+    return file_text(c.dir() / "a.log").find("dropping a WebSocket subscriber") !=
+           std::string::npos;
+  }));
+
+  // Reading again, the subscriber gets what was buffered, then a close frame with the reason.
+  got.clear();
+  const auto end = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < end) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n > 0) got.append(buf, n);
+    if (got.find("subscriber queue overflow") != std::string::npos) break;
+    if (got.size() > 64 * 1024) got.erase(0, got.size() - 1024);  // keep the tail only
+  }
+  BOOST_TEST(got.find("subscriber queue overflow") != std::string::npos);
+  close(fd);
+
+  // The node still serves new subscribers.
+  std::vector<std::string> argv{(bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(), "--json",
+                                "watch"};
+  Process watcher(argv, c.dir() / "watch.log");
+  BOOST_TEST(wait_until([&] {
+    c.cli({"create", "after the overflow"});
+    try {
+      watcher.wait_for_line("after the overflow", 200ms);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }));
+  watcher.signal(SIGINT);
+  BOOST_TEST(watcher.wait() == 0);
+}

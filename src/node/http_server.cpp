@@ -50,7 +50,11 @@ void NotificationHub::publish(std::shared_ptr<const std::string> message) {
   for (const auto& sub : impl_->subscribers) {
     if (sub->overflowed) continue;
     if (sub->queue.size() >= impl_->queue_limit) {
-      sub->overflowed = true;  // its writer closes it with a reason
+      // Its writer closes it with a reason once the write in flight completes; a peer that never
+      // reads again is dropped by the WebSocket idle timeout (pings unanswered).
+      KV_LOG(warning) << "dropping a WebSocket subscriber " << impl_->queue_limit
+                      << " notifications behind";
+      sub->overflowed = true;
       sub->queue.clear();
     } else {
       sub->queue.push_back(message);
@@ -71,8 +75,6 @@ asio::awaitable<void> ws_writer(WsStream& ws, Subscriber& sub) {
   for (;;) {
     while (sub.queue.empty() && !sub.overflowed) co_await sub.wake.wait();
     if (sub.overflowed) {
-      KV_LOG(warning) << "dropping a WebSocket subscriber that fell behind by "
-                      << "more than its queue limit";
       co_await ws.async_close(
           websocket::close_reason(websocket::close_code::policy_error,
                                   "subscriber queue overflow: resubscribe and fetch"),
