@@ -70,10 +70,19 @@ proto::Response handle(Store& store, const BinaryOptions& options, proto::Reques
 // Reads frames, answers each in order, and writes all answers of one read in one write.
 // Returns when the peer closes, a frame is malformed (after answering it), or the idle deadline
 // passes.
-asio::awaitable<void> run_session(tcp::socket& socket, Store& store, const BinaryOptions& options) {
+struct Answer {
+  std::uint32_t request_id = 0;
+  proto::MsgType type = proto::MsgType::kPing;
+  proto::Response response;
+  std::uint64_t ticket = 0;  // the change this request made, if any
+};
+
+asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch& commits,
+                                  const BinaryOptions& options) {
   std::vector<std::uint8_t> in(64 * 1024);
   std::size_t have = 0;
   std::string out;
+  std::vector<Answer> answers;
   asio::steady_timer idle(co_await asio::this_coro::executor);
   for (;;) {
     // Answer every complete frame already buffered; stop early only to flush a large output.
@@ -95,17 +104,30 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, const Binar
       pos += d.frame.size;
       auto parsed = proto::parse_request(d.frame);
       const auto type = static_cast<proto::MsgType>(d.frame.type);
+      Answer a{d.frame.request_id, type, proto::msg::Pong{}, 0};
       if (auto* e = std::get_if<Error>(&parsed)) {
-        proto::encode_response(out, d.frame.request_id, type, *e);
+        a.response = std::move(*e);
       } else {
-        proto::encode_response(out, d.frame.request_id, type,
-                               handle(store, options, std::get<proto::Request>(parsed)));
+        const std::uint64_t before = store.last_ticket();
+        a.response = handle(store, options, std::get<proto::Request>(parsed));
+        if (store.last_ticket() != before) a.ticket = store.last_ticket();
       }
-      if (out.size() >= options.max_pending_output) {
+      answers.push_back(std::move(a));
+      if (answers.size() >= options.max_pipeline) {
         more = true;
         break;
       }
     }
+    // Answer only once every change made here is durable; one that failed is answered with an
+    // error (and was never applied).
+    std::uint64_t wait_for = 0;
+    for (const auto& a : answers) wait_for = std::max(wait_for, a.ticket);
+    if (wait_for > 0) co_await commits.wait(store, wait_for);
+    for (auto& a : answers) {
+      if (a.ticket != 0 && store.failed(a.ticket)) a.response = store.storage_error();
+      proto::encode_response(out, a.request_id, a.type, a.response);
+    }
+    answers.clear();
     if (pos > 0) {
       std::copy(in.begin() + pos, in.begin() + have, in.begin());
       have -= pos;
@@ -143,7 +165,19 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, const Binar
 
 }  // namespace
 
-asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, BinaryOptions options) {
+CommitWatch::CommitWatch(asio::any_io_executor ex)
+    : timer_(ex, asio::steady_timer::time_point::max()) {}
+
+void CommitWatch::notify_all() {
+  timer_.cancel();
+}
+
+asio::awaitable<void> CommitWatch::wait(const Store& store, std::uint64_t ticket) {
+  while (store.completed_ticket() < ticket) co_await timer_.async_wait(kTuple);
+}
+
+asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, CommitWatch& commits,
+                                   BinaryOptions options) {
   auto executor = co_await asio::this_coro::executor;
   auto live = std::make_shared<std::size_t>(0);
   asio::steady_timer backoff(executor);
@@ -167,9 +201,8 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Binary
     ++*live;
     asio::co_spawn(
         executor,
-        [&store, options, live, s = std::move(socket)]() mutable -> asio::awaitable<void> {
-          co_await run_session(s, store, options);
-        },
+        [&store, &commits, options, live, s = std::move(socket)]() mutable
+        -> asio::awaitable<void> { co_await run_session(s, store, commits, options); },
         [live](std::exception_ptr e) {
           --*live;
           if (e) {

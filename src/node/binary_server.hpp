@@ -4,6 +4,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -16,13 +17,26 @@ class Store;
 struct BinaryOptions {
   std::size_t max_connections = 1024;  // further connections are closed at once
   std::chrono::milliseconds idle_timeout{
-      std::chrono::minutes(5)};                      // no complete frame for this long
-  std::size_t max_pending_output = 8 * 1024 * 1024;  // stop reading while this much is unsent
-  std::uint16_t http_port = 0;  // reported in STATUS so clients find the notifications
+      std::chrono::minutes(5)};     // no complete frame for this long
+  std::size_t max_pipeline = 1024;  // requests answered per write; more wait for the next round
+  std::uint16_t http_port = 0;      // reported in STATUS so clients find the notifications
+};
+
+// Sessions wait here for their changes to become durable before they answer. The owner calls
+// notify_all() after Store::poll_commits().
+class CommitWatch {
+ public:
+  explicit CommitWatch(boost::asio::any_io_executor ex);
+  void notify_all();
+  // Returns once `store` has completed `ticket` (durable or failed).
+  boost::asio::awaitable<void> wait(const Store& store, std::uint64_t ticket);
+
+ private:
+  boost::asio::steady_timer timer_;  // never expires; cancelled to wake every waiter
 };
 
 // Accepts on `acceptor` until it is closed or the coroutine is cancelled.
 boost::asio::awaitable<void> serve_binary(boost::asio::ip::tcp::acceptor& acceptor, Store& store,
-                                          BinaryOptions options);
+                                          CommitWatch& commits, BinaryOptions options);
 
 }  // namespace kv::node

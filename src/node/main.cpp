@@ -3,6 +3,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 
@@ -36,8 +37,9 @@ int main(int argc, char** argv) {
     ("port", po::value(&port)->default_value(0), "binary protocol port (0: any free port)")
     ("http-port", po::value(&http_port)->default_value(0),
      "HTTP port for /ws notifications, /status and /healthz (0: any free port)")
-    ("durability", po::value(&durability)->default_value("async"),
-     "sync: fsync every commit before acknowledging; async: leave it to the OS")
+    ("durability", po::value(&durability)->default_value("sync"),
+     "sync: acknowledge a change once it is fsynced (group commit); async: once it is written "
+     "to the OS, which survives a crash of kvnode but not of the machine")
     ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
      "binary-protocol connections served at once")
     ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
@@ -62,8 +64,17 @@ int main(int argc, char** argv) {
   }
 
   try {
-    kv::node::Store store({data, name, durability == "sync"});
+    kv::node::Store store({data, name, durability == "sync", /*background_commit=*/true});
     asio::io_context io(1);
+    kv::node::CommitWatch commits(io.get_executor());
+    // The writer thread reports finished groups; the I/O thread processes them and wakes the
+    // sessions waiting to answer.
+    store.set_commit_wakeup([&] {
+      asio::post(io, [&] {
+        store.poll_commits();
+        commits.notify_all();
+      });
+    });
     auto address = asio::ip::make_address(host);
     tcp::acceptor binary(io, {address, port});
     tcp::acceptor web(io, {address, http_port});
@@ -95,7 +106,7 @@ int main(int argc, char** argv) {
     auto on_done = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };
-    asio::co_spawn(io, kv::node::serve_binary(binary, store, binary_options), on_done);
+    asio::co_spawn(io, kv::node::serve_binary(binary, store, commits, binary_options), on_done);
     asio::co_spawn(io, kv::node::serve_http(web, store, hub, http_limits, hello), on_done);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -111,6 +122,8 @@ int main(int argc, char** argv) {
     std::cout << "kvnode " << name << " ready binary=" << binary.local_endpoint()
               << " http=" << web.local_endpoint() << std::endl;
     io.run();
+    store.set_commit_wakeup(nullptr);
+    store.flush();  // what was submitted reaches the disk before we exit
     KV_LOG(info) << "node " << name << " stopped";
     return 0;
   } catch (const kv::StoreError& e) {

@@ -4,12 +4,16 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <mutex>
 #include <random>
 #include <unordered_map>
 
 #include "common/bytes.hpp"
 #include "common/db.hpp"
+#include "node/committer.hpp"
 #include "node/store_format.hpp"
 
 namespace kv::node {
@@ -28,19 +32,44 @@ struct Store::Impl {
   std::uint64_t tombstones = 0;
   std::function<void(const StoreEvent&)> observer;
 
-  bool dirty(const Record& r) const { return r.local_seq > meta.synced_upto; }
+  // Commit pipeline (see committer.hpp). Memory changes at once; a change is acknowledged,
+  // announced to subscribers and offered to FETCH only once its batch is durable.
+  std::unique_ptr<Committer> committer;  // null: commit inline on the caller's thread
+  std::uint64_t submitted = 0;           // the last ticket handed out
+  std::uint64_t completed = 0;           // every ticket up to here is durable or failed
+  std::uint64_t durable_seq = 0;         // local changes up to here are durable
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> seq_by_ticket;  // not yet durable
+  std::deque<std::pair<std::uint64_t, StoreEvent>> pending_events;    // not yet durable
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> failed_ranges;  // recent failed tickets
+  std::function<void()> wake;  // tells the owner to call poll_commits(); any thread
+  std::mutex done_mu;
+  std::deque<CommitResult> done;  // guarded by done_mu: finished groups not yet processed
+  std::condition_variable done_cv;
 
   void load();
-  rocksdb::Status commit(rocksdb::WriteBatch& batch) {
-    batch.Put(kMetaKey, encode_meta(meta));
-    return db::write(*db, batch, options.sync_writes);
+  void reset_memory() {
+    items.clear();
+    changelog.clear();
+    tombstones = 0;
+  }
+  // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
+  std::uint64_t submit(rocksdb::WriteBatch& batch);
+  void process(const CommitResult& r);
+  bool failed(std::uint64_t ticket) const {
+    for (const auto& [first, last] : failed_ranges) {
+      if (ticket >= first && ticket <= last) return true;
+    }
+    return false;
   }
   void notify(const StoreEvent& e) const {
     if (observer) observer(e);
   }
-  Error storage_error(const rocksdb::Status& s) const {
-    return Error{ErrorCode::kStorage, "the node could not commit the change: " + s.ToString()};
+  Error storage_error() const {
+    return Error{ErrorCode::kStorage,
+                 "the node could not commit the change (" + last_error +
+                     "); nothing was changed, try again once the disk has room"};
   }
+  std::string last_error;
   // A local change of `id` to `rec`: takes the next version and sequence number.
   Result<Item> commit_local(const std::string& id, Record rec, const char* op);
 };
@@ -64,6 +93,7 @@ Error bad_title() {
 }  // namespace
 
 void Store::Impl::load() {
+  reset_memory();
   std::string value;
   const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), kMetaKey, &value);
   if (!s.ok()) {
@@ -105,6 +135,49 @@ void Store::Impl::load() {
   if (!it->status().ok()) {
     throw StoreError("data directory " + options.dir.string() + ": " + it->status().ToString());
   }
+  durable_seq = meta.seq;
+}
+
+std::uint64_t Store::Impl::submit(rocksdb::WriteBatch& batch) {
+  batch.Put(kMetaKey, encode_meta(meta));
+  if (committer) {
+    submitted = committer->submit(std::move(batch));
+  } else {
+    const std::uint64_t ticket = ++submitted;
+    process(CommitResult{ticket, ticket, db::write(*db, batch, options.sync_writes)});
+  }
+  return submitted;
+}
+
+void Store::Impl::process(const CommitResult& r) {
+  completed = std::max(completed, r.last);
+  if (r.status.ok()) {
+    while (!seq_by_ticket.empty() && seq_by_ticket.front().first <= r.last) {
+      durable_seq = std::max(durable_seq, seq_by_ticket.front().second);
+      seq_by_ticket.pop_front();
+    }
+    while (!pending_events.empty() && pending_events.front().first <= r.last) {
+      notify(pending_events.front().second);
+      pending_events.pop_front();
+    }
+    return;
+  }
+  if (r.first <= completed && failed(r.first)) return;  // already handled with its range
+  // Memory holds changes that are not on disk: go back to what is. Everything submitted so far
+  // was built on the lost state, so it fails too and is never written.
+  last_error = r.status.ToString();
+  failed_ranges.emplace_back(r.first, submitted);
+  if (failed_ranges.size() > 64) failed_ranges.pop_front();
+  if (committer) committer->fail_through(submitted);
+  completed = std::max(completed, submitted);
+  seq_by_ticket.clear();
+  pending_events.clear();
+  try {
+    load();
+  } catch (const StoreError&) {
+    // The disk refuses even reads; keep the memory we have. Writes keep failing until it
+    // recovers, and a restart reloads from disk.
+  }
 }
 
 Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
@@ -119,55 +192,111 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
     std::random_device rd;
     impl_->meta.incarnation = (std::uint64_t{rd()} << 32) | rd();
     rocksdb::WriteBatch batch;
-    const auto s = impl_->commit(batch);
+    batch.Put(kMetaKey, encode_meta(impl_->meta));
+    const auto s = db::write(*impl_->db, batch, true);
     if (!s.ok())
       throw StoreError("cannot initialise " + impl_->options.dir.string() + ": " + s.ToString());
   } else {
     impl_->load();
   }
+  if (impl_->options.background_commit) {
+    Impl* im = impl_.get();
+    impl_->committer = std::make_unique<Committer>(*impl_->db, impl_->options.sync_writes,
+                                                   [im](const CommitResult& r) {
+                                                     std::function<void()> wake;
+                                                     {
+                                                       std::lock_guard lock(im->done_mu);
+                                                       im->done.push_back(r);
+                                                       wake = im->wake;
+                                                     }
+                                                     im->done_cv.notify_all();
+                                                     if (wake) wake();
+                                                   });
+  }
 }
 
-Store::~Store() = default;
+Store::~Store() {
+  impl_->committer.reset();  // writes what is queued
+  poll_commits();
+}
+
+void Store::set_commit_wakeup(std::function<void()> wake) {
+  std::lock_guard lock(impl_->done_mu);
+  impl_->wake = std::move(wake);
+}
+
+void Store::poll_commits() {
+  std::deque<CommitResult> done;
+  {
+    std::lock_guard lock(impl_->done_mu);
+    done.swap(impl_->done);
+  }
+  for (const auto& r : done) impl_->process(r);
+}
+
+void Store::flush() {
+  if (impl_->committer) {
+    std::unique_lock lock(impl_->done_mu);
+    impl_->done_cv.wait(lock, [&] {
+      std::uint64_t last = impl_->completed;
+      for (const auto& r : impl_->done) last = std::max(last, r.last);
+      return last >= impl_->submitted;
+    });
+  }
+  poll_commits();
+}
+
+std::uint64_t Store::last_ticket() const {
+  return impl_->submitted;
+}
+std::uint64_t Store::completed_ticket() const {
+  return impl_->completed;
+}
+bool Store::failed(std::uint64_t ticket) const {
+  return impl_->failed(ticket);
+}
+Error Store::storage_error() const {
+  return impl_->storage_error();
+}
 
 void Store::set_observer(std::function<void(const StoreEvent&)> observer) {
   impl_->observer = std::move(observer);
 }
 
 Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const char* op) {
-  Meta next = meta;
-  rec.version = ++next.version;
+  rec.version = ++meta.version;
   const std::uint64_t old_seq = rec.local_seq;
-  rec.local_seq = ++next.seq;
+  rec.local_seq = ++meta.seq;
   rocksdb::WriteBatch batch;
   batch.Put(item_key(id), encode_record(rec));
-  if (old_seq > meta.synced_upto) batch.Delete(change_key(old_seq));
-  batch.Put(change_key(rec.local_seq), id);
-  std::swap(meta, next);
-  const auto s = commit(batch);
-  if (!s.ok()) {
-    std::swap(meta, next);
-    return storage_error(s);
+  if (old_seq > meta.synced_upto) {
+    batch.Delete(change_key(old_seq));
+    changelog.erase(old_seq);
   }
-  if (old_seq > meta.synced_upto) changelog.erase(old_seq);
+  batch.Put(change_key(rec.local_seq), id);
   changelog.emplace(rec.local_seq, id);
   auto& slot = items[id];
   if (rec.deleted && !slot.deleted) ++tombstones;
   slot = std::move(rec);
   Item item = visible(id, slot);
-  notify(StoreEvent{StoreEvent::Kind::kLocal, op, item, slot.local_seq, 0, meta.name});
+  const std::uint64_t seq = slot.local_seq;
+  // Queued before submit(): inline commits complete inside it.
+  const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
+  seq_by_ticket.emplace_back(ticket, seq);
+  pending_events.emplace_back(ticket,
+                              StoreEvent{StoreEvent::Kind::kLocal, op, item, seq, 0, meta.name});
+  submit(batch);
+  if (failed(ticket)) return storage_error();
   return item;
 }
 
 Result<Item> Store::create(std::string_view title) {
   if (!valid_title(title)) return bad_title();
   auto& m = impl_->meta;
-  const std::string id = make_item_id(m.max_id_number + 1, m.name);
-  ++m.max_id_number;  // persisted with the change's meta record
+  const std::string id = make_item_id(++m.max_id_number, m.name);  // stored with the change
   Record rec;
   rec.title = std::string(title);
-  auto r = impl_->commit_local(id, std::move(rec), "create");
-  if (std::holds_alternative<Error>(r)) --m.max_id_number;
-  return r;
+  return impl_->commit_local(id, std::move(rec), "create");
 }
 
 Result<Item> Store::get(std::string_view id) const {
@@ -216,8 +345,11 @@ std::vector<Item> Store::list() const {
 proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) const {
   proto::msg::Changes out;
   limit = std::clamp<std::uint64_t>(limit, 1, proto::kMaxFetchLimit);
-  out.seq_high = impl_->meta.seq;
-  for (auto it = impl_->changelog.upper_bound(after_seq); it != impl_->changelog.end(); ++it) {
+  // Only durable changes: a change the node could still lose in a crash must never be stamped,
+  // or its sequence number could be reused for another change after the restart.
+  out.seq_high = std::max(after_seq, impl_->durable_seq);
+  for (auto it = impl_->changelog.upper_bound(after_seq);
+       it != impl_->changelog.end() && it->first <= impl_->durable_seq; ++it) {
     if (out.changes.size() == limit) {
       out.seq_high = out.changes.back().seq;
       break;
@@ -282,27 +414,37 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     changed[c.item.id] = std::move(r);
   }
 
+  // Change-log entries no longer pending: those now in the syncer's log, and the local changes
+  // a stamped delete overruled.
   rocksdb::WriteBatch wb;
-  std::vector<std::uint64_t> drop;  // change-log entries no longer pending
-  for (auto it = im.changelog.begin(); it != im.changelog.end(); ++it) {
-    if (it->first <= next.synced_upto || changed.count(it->second)) drop.push_back(it->first);
+  std::vector<std::uint64_t> drop;
+  for (auto it = im.changelog.begin(); it != im.changelog.end() && it->first <= next.synced_upto;
+       ++it) {
+    drop.push_back(it->first);
   }
-  for (auto seq : drop) wb.Delete(change_key(seq));
-  for (const auto& [id, r] : changed) wb.Put(item_key(id), encode_record(r));
-  std::swap(im.meta, next);
-  const auto s = im.commit(wb);
-  if (!s.ok()) {
-    std::swap(im.meta, next);
-    return im.storage_error(s);
+  for (const auto& [id, r] : changed) {
+    auto it = im.items.find(id);
+    if (it != im.items.end() && it->second.local_seq > next.synced_upto &&
+        im.changelog.count(it->second.local_seq)) {
+      drop.push_back(it->second.local_seq);
+    }
   }
-  for (auto seq : drop) im.changelog.erase(seq);
+  for (auto seq : drop) {
+    wb.Delete(change_key(seq));
+    im.changelog.erase(seq);
+  }
   for (auto& [id, r] : changed) {
+    wb.Put(item_key(id), encode_record(r));
     auto& slot = im.items[id];
     if (r.deleted && !slot.deleted) ++im.tombstones;
     slot = std::move(r);
   }
-  for (const auto& e : events) im.notify(e);
-  return proto::msg::Applied{im.meta.applied_stamp, im.meta.synced_upto, changed.size()};
+  im.meta = next;
+  const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
+  for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
+  im.submit(wb);
+  if (im.failed(ticket)) return im.storage_error();
+  return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size()};
 }
 
 NodeStatus Store::status() const {

@@ -23,9 +23,10 @@
 namespace kv::node {
 
 struct StoreOptions {
-  std::filesystem::path dir;  // the data directory; created when missing
-  std::string name;           // node name; must match the one the directory was created with
-  bool sync_writes = false;   // fsync each commit before acknowledging it
+  std::filesystem::path dir;       // the data directory; created when missing
+  std::string name;                // node name; must match the one the directory was created with
+  bool sync_writes = false;        // fsync each commit (group) before acknowledging it
+  bool background_commit = false;  // commit on a writer thread (group commit); else inline
 };
 
 // A committed change, as the node's WebSocket subscribers see it.
@@ -52,6 +53,7 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Client operations. Each local change takes the next version and the next change sequence.
+  // Memory reflects a change at once; see "Durability" below for when it may be acknowledged.
   Result<Item> create(std::string_view title);
   Result<Item> update(const proto::msg::Update& req);
   Result<Item> remove(std::string_view id);
@@ -64,8 +66,21 @@ class Store {
 
   NodeStatus status() const;
 
-  // Called after every committed change, on the caller's thread.
+  // Called for every change once it is durable, in commit order, on the thread that calls
+  // poll_commits() (or inside the change's call when commits are inline).
   void set_observer(std::function<void(const StoreEvent&)> observer);
+
+  // Durability. Every change gets a ticket; a change is acknowledged only once
+  // completed_ticket() reaches its ticket and failed() says it did not fail. With background
+  // commits the writer thread calls `wake` (from its own thread) when a group completed; the
+  // owner then calls poll_commits() on the store's thread.
+  std::uint64_t last_ticket() const;       // the latest change's ticket (0: none yet)
+  std::uint64_t completed_ticket() const;  // every ticket up to here is durable or failed
+  bool failed(std::uint64_t ticket) const;
+  void set_commit_wakeup(std::function<void()> wake);
+  void poll_commits();
+  void flush();  // blocks until every change submitted so far is completed (tests, shutdown)
+  proto::msg::Error storage_error() const;  // the answer for a change whose commit failed
 
  private:
   struct Impl;

@@ -1,0 +1,181 @@
+// Nothing acknowledged is lost: the real binaries killed with SIGKILL while writes stream in,
+// a node catching up after missing thousands of changes, a wiped node rejoining by a full
+// resync, and data directories that must be refused.
+#define BOOST_TEST_MODULE durability
+#include <boost/test/unit_test.hpp>
+
+#include <rocksdb/db.h>
+#include <signal.h>
+
+#include <boost/json.hpp>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "cluster.hpp"
+#include "node/store_format.hpp"
+
+using namespace kv;
+using namespace kv::test;
+namespace json = boost::json;
+
+namespace {
+std::string script(const std::string& cmd, int n, const std::string& prefix) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += cmd + " " + prefix + std::to_string(i) + "\n";
+  return s;
+}
+
+std::string file_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The "id vN title" of every acknowledged create in a kvcli --json transcript.
+std::map<std::string, std::string> acknowledged(const std::string& out) {
+  std::map<std::string, std::string> acked;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto o = json::parse(line).as_object();
+    if (!o.at("ok").as_bool()) continue;
+    const auto& it = o.at("items").at(0).as_object();
+    acked[std::string(it.at("id").as_string())] = std::string(it.at("title").as_string());
+  }
+  return acked;
+}
+
+Process start_writer(Cluster& c, std::vector<std::string> args, const std::string& input,
+                     const std::string& name) {
+  std::vector<std::string> argv{
+      (bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(), "--json", "--timeout", "2000"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Process(argv, c.dir() / (name + ".log"), input);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_node_killed_mid_stream_keeps_every_acknowledged_write) {
+  Cluster c(1, false);
+  Process writer = start_writer(c, {"--route", "1"}, script("create", 3000, "w"), "writer");
+  BOOST_TEST(wait_until([&] { return c.items_on(1).size() >= 200; }));
+  c.stop_node(0, /*kill9=*/true);
+  const auto acked = acknowledged(writer.read_all(60s));
+  writer.wait();
+  BOOST_TEST(acked.size() >= 200u);
+  c.start_node(0);
+  std::set<std::string> present;
+  for (const auto& line : c.items_on(1)) present.insert(line.substr(0, line.find(' ')));
+  for (const auto& [id, title] : acked) BOOST_TEST(present.count(id) == 1u, "lost " << id);
+}
+
+BOOST_AUTO_TEST_CASE(the_syncer_killed_mid_fanout_never_stamps_a_change_twice) {
+  Cluster c(2);
+  Process writer = start_writer(c, {}, script("create", 1500, "s"), "writer");
+  for (int round = 0; round < 3; ++round) {
+    const std::size_t seen = c.items_on(2).size();
+    BOOST_TEST(wait_until([&] { return c.items_on(2).size() > seen + 50; }));
+    c.stop_syncer(/*kill9=*/true);
+    c.start_syncer();
+  }
+  const auto acked = acknowledged(writer.read_all(60s));
+  writer.wait();
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == acked.size());
+  // Each local change (origin:id and its local version) appears with one stamp only.
+  std::map<std::string, std::set<std::string>> stamps;
+  std::regex line(R"(sync (\w+:\w+) \w+ "[^"]*"(?: completed)? (v\d+) -> stamp (\d+))");
+  const std::string log = file_text(c.dir() / "sync.log");
+  for (std::sregex_iterator it(log.begin(), log.end(), line), end; it != end; ++it) {
+    stamps[(*it)[1].str() + " " + (*it)[2].str()].insert((*it)[3].str());
+  }
+  BOOST_TEST(stamps.size() > 100u);
+  for (const auto& [change, s] : stamps) BOOST_TEST(s.size() == 1u, change << " stamped twice");
+}
+
+BOOST_AUTO_TEST_CASE(a_node_that_missed_thousands_of_changes_catches_up) {
+  Cluster c(2);
+  c.stop_node(1);
+  auto r = c.cli({"--json", "--route", "1"}, script("create", 3000, "m"));
+  BOOST_TEST(r.code == 0);
+  c.cli({"--route", "1"}, "update 5a complete\ndelete 7a\n");
+  const auto start = std::chrono::steady_clock::now();
+  c.start_node(1);
+  const auto items = c.wait_converged(60s);
+  BOOST_TEST_MESSAGE("caught up 3000 items in "
+                     << std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - start)
+                            .count()
+                     << " ms (including the polling of this test)");
+  BOOST_TEST(items.size() == 2999u);
+}
+
+BOOST_AUTO_TEST_CASE(a_wiped_node_rejoins_by_a_full_resync) {
+  Cluster c(2);
+  c.cli({"--route", "1"}, script("create", 200, "x") + "delete 3a\n");
+  BOOST_TEST(c.wait_converged().size() == 199u);
+  c.stop_node(1);
+  std::filesystem::remove_all(c.dir() / "b");
+  c.start_node(1);
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 199u);
+  // Writing to the new node works and reaches the other one.
+  auto r = c.cli({"--json", "--route", "2", "create", "after the wipe"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(c.wait_converged().size() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupt_or_foreign_data_directory_is_refused) {
+  test::TempDir dir;
+  auto run_node = [&](const std::string& name) {
+    Process p({(bin_dir() / "kvnode").string(), "--name", name, "--data", (dir / "n").string()},
+              dir / "node.log");
+    const int code = p.wait();
+    return std::make_pair(code, p.log_tail());
+  };
+  {
+    Cluster c(1, false);
+    c.cli({"create", "x"});
+    c.stop_node(0);
+    std::filesystem::rename(c.dir() / "a", dir / "n");
+  }
+  // Another node's directory.
+  auto [code, log] = run_node("b");
+  BOOST_TEST(code == 1);
+  BOOST_TEST(log.find("belongs to node 'a'") != std::string::npos);
+  // A record that does not decode.
+  {
+    rocksdb::DB* raw = nullptr;
+    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (dir / "n").string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    BOOST_TEST(db->Put(rocksdb::WriteOptions(), node::item_key("1a"), "\x01\xff").ok());
+  }
+  std::tie(code, log) = run_node("a");
+  BOOST_TEST(code == 1);
+  BOOST_TEST(log.find("item record '1a' is corrupt") != std::string::npos);
+  // A truncated MANIFEST: RocksDB itself cannot open it.
+  for (const auto& e : std::filesystem::directory_iterator(dir / "n")) {
+    if (e.path().filename().string().starts_with("MANIFEST"))
+      std::filesystem::resize_file(e.path(), 10);
+  }
+  std::tie(code, log) = run_node("a");
+  BOOST_TEST(code == 1);
+  BOOST_TEST(log.find("data directory") != std::string::npos);
+  // Not a kvnode directory at all.
+  std::filesystem::remove_all(dir / "n");
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    BOOST_TEST_REQUIRE(rocksdb::DB::Open(o, (dir / "n").string(), &raw).ok());
+    delete raw;
+  }
+  std::tie(code, log) = run_node("a");
+  BOOST_TEST(code == 1);
+  BOOST_TEST(log.find("not a kvnode store") != std::string::npos);
+}
