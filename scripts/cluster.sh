@@ -99,7 +99,9 @@ for i in $(seq 1 "$nodes"); do
   n=${names[$((i - 1))]}
   port=$((base + i - 1))
   http=$((base + 100 + i - 1))
-  "$KV_BUILD/kvnode" --name "$n" --data "$data/node-$n" --port "$port" --http-port "$http" \
+  standalone=()
+  [ $sync -eq 0 ] && standalone=(--standalone)  # no syncer will lift the write fence
+  "$KV_BUILD/kvnode" --name "$n" --data "$data/node-$n" --port "$port" --http-port "$http" "${standalone[@]}" \
     > "$data/logs/node-$n.out" 2> "$data/logs/node-$n.log" &
   echo $! >> "$pidfile"
   wait_ready "$data/logs/node-$n.out" "kvnode $n ready" $!

@@ -199,7 +199,7 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
 }
 
 Cluster::Cluster(std::size_t nodes, bool with_syncer, std::vector<std::string> extra_node_args)
-    : extra_node_args_(std::move(extra_node_args)) {
+    : extra_node_args_(std::move(extra_node_args)), syncer_expected_(with_syncer) {
   // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
   setenv("HOME", dir().c_str(), 1);
   for (std::size_t i = 0; i < nodes; ++i) {
@@ -227,6 +227,7 @@ void Cluster::start_node(std::size_t i) {
                                 "--log-level",
                                 "debug"};
   argv.insert(argv.end(), extra_node_args_.begin(), extra_node_args_.end());
+  if (!syncer_expected_) argv.push_back("--standalone");
   n.proc = std::make_unique<Process>(argv, dir() / (n.name + ".log"));
   const std::string line = n.proc->wait_for_line("kvnode " + n.name + " ready");
   // "kvnode a ready binary=127.0.0.1:P http=127.0.0.1:Q"

@@ -97,6 +97,7 @@ class Cluster {
  private:
   TempDir dir_;
   std::vector<std::string> extra_node_args_;
+  bool syncer_expected_ = true;  // false: nodes run --standalone
   std::vector<NodeInfo> nodes_;
   std::unique_ptr<Process> syncer_;
 };

@@ -51,6 +51,21 @@ std::map<std::string, std::string> acknowledged(const std::string& out) {
   return acked;
 }
 
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
+  return n;
+}
+
+// Restarts node i and waits until the syncer's greeting APPLY lifted its write fence.
+void restart_and_wait_for_syncer(Cluster& c, std::size_t i) {
+  const std::string mark = c.node(i).name + " applied up to stamp";
+  const std::size_t before = count_of(file_text(c.dir() / "sync.log"), mark);
+  c.start_node(i);
+  BOOST_TEST_REQUIRE(
+      wait_until([&] { return count_of(file_text(c.dir() / "sync.log"), mark) > before; }));
+}
+
 Process start_writer(Cluster& c, std::vector<std::string> args, const std::string& input,
                      const std::string& name) {
   std::vector<std::string> argv{
@@ -178,4 +193,45 @@ BOOST_AUTO_TEST_CASE(a_corrupt_or_foreign_data_directory_is_refused) {
   std::tie(code, log) = run_node("a");
   BOOST_TEST(code == 1);
   BOOST_TEST(log.find("not a kvnode store") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_restored_from_an_older_copy_is_fetched_again_from_its_synced_point) {
+  Cluster c(2);
+  c.cli({"--route", "2"}, script("create", 20, "early"));
+  BOOST_TEST(c.wait_converged().size() == 20u);
+  c.stop_node(1);
+  std::filesystem::copy(c.dir() / "b", c.dir() / "b-copy",
+                        std::filesystem::copy_options::recursive);
+  restart_and_wait_for_syncer(c, 1);
+  c.cli({"--route", "2"}, script("create", 20, "late"));
+  BOOST_TEST(c.wait_converged().size() == 40u);
+  // Put the older copy back: its sequence is behind the syncer's cursor for it.
+  c.stop_node(1);
+  std::filesystem::remove_all(c.dir() / "b");
+  std::filesystem::rename(c.dir() / "b-copy", c.dir() / "b");
+  restart_and_wait_for_syncer(c, 1);
+  // New writes on the restored node take fresh ids and reach the other node.
+  auto r = c.cli({"--json", "--route", "2"}, script("create", 5, "restored"));
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("\"id\":\"41b\"") != std::string::npos);  // not 21b: that is taken
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 45u);
+  BOOST_TEST(file_text(c.dir() / "sync.log").find("was its data directory restored?") !=
+             std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(two_nodes_with_one_name_are_not_both_synced) {
+  Cluster c(1, false);
+  test::TempDir other;
+  Process twin({(bin_dir() / "kvnode").string(), "--name", "a", "--data", (other / "a").string()},
+               other / "twin.log");
+  const std::string ready = twin.wait_for_line("ready");
+  const auto b = ready.find("binary=") + 7;
+  const std::string twin_addr = ready.substr(b, ready.find(' ', b) - b);
+  Process sync({(bin_dir() / "kvsync").string(), "--nodes", c.node(0).binary + "," + twin_addr,
+                "--data", (other / "sync").string()},
+               other / "sync.log");
+  BOOST_TEST(wait_until([&] {
+    return file_text(other / "sync.log").find("node names must differ") != std::string::npos;
+  }));
 }

@@ -23,7 +23,7 @@ Item sample_item(int i) {
 }
 
 std::vector<Request> all_requests() {
-  msg::Apply apply{77, 12, {}};
+  msg::Apply apply{77, 12, 40, {}};
   for (int i = 1; i <= 3; ++i) {
     Item it = sample_item(i);
     it.version = 70 + i;
@@ -34,6 +34,7 @@ std::vector<Request> all_requests() {
           msg::Create{"Buy milk"},
           msg::Get{"3b"},
           msg::List{},
+          msg::List{"12b", 50},
           msg::Update{"1a", true, std::nullopt},
           msg::Update{"1a", std::nullopt, std::string("New title")},
           msg::Update{"1a", false, std::string("Both")},
@@ -50,6 +51,7 @@ std::vector<std::pair<MsgType, Response>> all_responses() {
           {MsgType::kCreate, msg::ItemReply{sample_item(1)}},
           {MsgType::kList, msg::ItemsReply{{sample_item(1), sample_item(2), sample_item(3)}}},
           {MsgType::kList, msg::ItemsReply{}},
+          {MsgType::kList, msg::ItemsReply{{sample_item(4)}, "4a"}},
           {MsgType::kFetch, changes},
           {MsgType::kApply, msg::Applied{77, 12, 3}},
           {MsgType::kGet, msg::Error{ErrorCode::kNotFound, "there is no item 9z"}}};

@@ -5,6 +5,8 @@
 
 #include <rocksdb/db.h>
 
+#include <algorithm>
+
 #include "node/store.hpp"
 #include "node/store_format.hpp"
 #include "temp_dir.hpp"
@@ -33,7 +35,7 @@ StampedChange stamped(std::uint64_t stamp, Item item, std::string origin = "b",
 }
 proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
                           std::vector<StampedChange> changes) {
-  auto r = s.apply(proto::msg::Apply{upto, synced, std::move(changes)});
+  auto r = s.apply(proto::msg::Apply{upto, synced, 0, std::move(changes)});
   if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("apply failed: " << e->message);
   return std::get<proto::msg::Applied>(r);
 }
@@ -178,7 +180,7 @@ BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
   ok(s.remove("1a"));
   BOOST_TEST((err(s.remove("1a")) == ErrorCode::kDeleted));
   // A batch that claims more local changes than the node ever made is refused.
-  auto r = s.apply(proto::msg::Apply{1, 99, {}});
+  auto r = s.apply(proto::msg::Apply{1, 99, 0, {}});
   BOOST_TEST(std::holds_alternative<Error>(r));
 }
 
@@ -222,4 +224,39 @@ BOOST_AUTO_TEST_CASE(a_data_directory_of_another_node_or_corrupt_is_refused) {
   } catch (const StoreError& e) {
     BOOST_TEST(std::string(e.what()).find("corrupt") != std::string::npos);
   }
+}
+
+BOOST_AUTO_TEST_CASE(list_pages_through_every_live_item_in_id_order) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  for (int i = 0; i < 25; ++i) ok(s.create("item " + std::to_string(i)));
+  ok(s.remove("7a"));
+  std::vector<std::string> seen;
+  std::string after;
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = s.list_page(after, 4);
+    BOOST_TEST(page.items.size() <= 4u);
+    for (const auto& it : page.items) seen.push_back(it.id);
+    if (page.next.empty()) break;
+    after = page.next;
+  }
+  BOOST_TEST_REQUIRE(seen.size() == 24u);
+  BOOST_TEST(seen.front() == "1a");
+  BOOST_TEST(seen[8] == "10a");  // numeric order: 1a..6a, 8a, 9a, 10a
+  BOOST_TEST((std::find(seen.begin(), seen.end(), "7a") == seen.end()));
+}
+
+BOOST_AUTO_TEST_CASE(background_commits_are_acknowledged_announced_and_fetched_once_durable) {
+  test::TempDir dir;
+  Store s({dir / "a", "a", /*sync_writes=*/true, /*background_commit=*/true});
+  std::vector<StoreEvent> events;
+  s.set_observer([&](const StoreEvent& e) { events.push_back(e); });
+  for (int i = 0; i < 200; ++i) ok(s.create("t" + std::to_string(i)));
+  BOOST_TEST(s.list().size() == 200u);  // memory has them at once
+  s.flush();
+  BOOST_TEST(s.completed_ticket() == s.last_ticket());
+  BOOST_TEST(!s.failed(s.last_ticket()));
+  BOOST_TEST(events.size() == 200u);  // announced in commit order, once durable
+  BOOST_TEST(events.back().item.id == "200a");
+  BOOST_TEST(s.fetch(0, 10000).changes.size() == 200u);
 }

@@ -24,6 +24,11 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 
 namespace {
+// Connecting failed: nothing was sent, so the command may go to another node.
+struct NotReached : boost::system::system_error {
+  using boost::system::system_error::system_error;
+};
+
 json::object item_json(const Item& it) {
   return json::object{
       {"id", it.id}, {"title", it.title}, {"completed", it.completed}, {"version", it.version}};
@@ -98,10 +103,31 @@ struct Session::Impl {
     }
     if (!c.is_open()) {
       const auto [host, port] = parse_host_port(options.nodes[i]);
-      co_await c.connect(host, port, options.timeout);
+      try {
+        co_await c.connect(host, port, options.timeout);
+      } catch (const boost::system::system_error& e) {
+        throw NotReached(e.code());
+      }
     }
     last_used[i] = now;
     co_return co_await c.call(std::move(req), options.timeout);
+  }
+
+  // A LIST reply gathers every page from the same node.
+  asio::awaitable<proto::Response> request(std::size_t i, proto::Request req) {
+    auto* list = std::get_if<proto::msg::List>(&req);
+    if (!list) co_return co_await call(i, std::move(req));
+    proto::msg::ItemsReply all;
+    proto::msg::List page = *list;
+    for (;;) {
+      auto resp = co_await call(i, page);
+      auto* r = std::get_if<proto::msg::ItemsReply>(&resp);
+      if (!r) co_return resp;
+      all.items.insert(all.items.end(), std::make_move_iterator(r->items.begin()),
+                       std::make_move_iterator(r->items.end()));
+      if (r->next.empty()) co_return all;
+      page.after = r->next;
+    }
   }
 
   void remember(const std::vector<Item>& items) {
@@ -169,8 +195,9 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
     const std::size_t i = (first + k) % clients.size();
     proto::Response resp;
     try {
-      resp = block_on(call(i, req));
-    } catch (const boost::system::system_error& e) {
+      resp = block_on(request(i, req));
+    } catch (const NotReached& e) {
+      // Nothing was sent: another node may serve the command.
       clients[i]->close();
       const bool last = k + 1 == clients.size();
       if (!options.json) {
@@ -179,8 +206,35 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
       }
       skipped.push_back(json::string(options.nodes[i]));
       continue;
+    } catch (const boost::system::system_error& e) {
+      clients[i]->close();
+      const bool read_only = std::holds_alternative<proto::msg::List>(req) ||
+                             std::holds_alternative<proto::msg::Get>(req);
+      if (read_only && k + 1 < clients.size()) {
+        if (!options.json) {
+          err << label(i) << " did not answer (" << e.code().message() << "); trying "
+              << label((i + 1) % clients.size()) << std::endl;
+        }
+        skipped.push_back(json::string(options.nodes[i]));
+        continue;
+      }
+      // The request was sent: trying another node could make the change twice.
+      print_error(out, err, options.nodes[i],
+                  label(i) + " did not answer (" + e.code().message() +
+                      "); the change may or may not have been made, check with get or list");
+      return false;
     }
     const std::string& node = options.nodes[i];
+    if (auto* e = std::get_if<proto::msg::Error>(&resp);
+        e && e->code == proto::ErrorCode::kUnavailable && k + 1 < clients.size()) {
+      // The node did nothing (it is starting or shutting down): another may serve it.
+      if (!options.json) {
+        err << label(i) << " is not taking writes yet; trying " << label((i + 1) % clients.size())
+            << std::endl;
+      }
+      skipped.push_back(json::string(node));
+      continue;
+    }
     if (auto* e = std::get_if<proto::msg::Error>(&resp)) {
       print_error(out, err, node, e->message + hint(e->code));
       return false;
@@ -215,6 +269,7 @@ bool Session::Impl::run_nodes(std::ostream& out) {
     json::object o{{"index", i + 1}, {"address", options.nodes[i]}};
     try {
       auto resp = block_on(call(i, proto::msg::Status{}));
+      if (auto* e = std::get_if<proto::msg::Error>(&resp)) throw std::runtime_error(e->message);
       const auto& s = std::get<proto::msg::StatusReply>(resp).status;
       o["reachable"] = true;
       o["name"] = s.name;
@@ -265,8 +320,10 @@ bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostre
     auto resp = co_await call(i, proto::msg::Status{});
     if (auto* e = std::get_if<proto::msg::Error>(&resp)) throw std::runtime_error(e->message);
     const auto s = std::get<proto::msg::StatusReply>(resp).status;
+    if (stopping) co_return;
     const auto [host, port] = parse_host_port(options.nodes[i]);
     co_await ws.connect(host, static_cast<std::uint16_t>(s.http_port), options.timeout);
+    if (stopping) co_return;
     if (!options.json) err << "watching " << label(i) << " (Ctrl-C stops)" << std::endl;
     for (;;) {
       const std::string text = co_await ws.next();

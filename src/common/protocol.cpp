@@ -172,7 +172,10 @@ MsgType type_of(const Request& req) {
 namespace {
 void write_payload(Writer& w, const msg::Ping&) {}
 void write_payload(Writer& w, const msg::Status&) {}
-void write_payload(Writer& w, const msg::List&) {}
+void write_payload(Writer& w, const msg::List& m) {
+  w.str(m.after);
+  w.varint(m.limit);
+}
 void write_payload(Writer& w, const msg::Create& m) {
   w.str(m.title);
 }
@@ -195,6 +198,7 @@ void write_payload(Writer& w, const msg::Fetch& m) {
 void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.upto_stamp);
   w.varint(m.synced_upto);
+  w.varint(m.id_floor);
   w.varint(m.changes.size());
   for (const auto& c : m.changes) {
     w.varint(c.stamp);
@@ -223,6 +227,7 @@ void write_payload(Writer& w, const msg::ItemReply& m) {
 void write_payload(Writer& w, const msg::ItemsReply& m) {
   w.varint(m.items.size());
   for (const auto& it : m.items) w.item(it);
+  w.str(m.next);
 }
 void write_payload(Writer& w, const msg::Changes& m) {
   w.varint(m.seq_high);
@@ -242,10 +247,15 @@ void write_payload(Writer& w, const msg::Error& m) {
   w.str(m.message.size() > kMaxMessageBytes ? m.message.substr(0, kMaxMessageBytes) : m.message);
 }
 
-// A count read off the wire may not promise more elements than there are bytes left: each
-// element takes at least one byte, so this bounds allocation by the frame size.
-bool plausible_count(std::uint64_t n, std::size_t payload_size) {
-  return n <= payload_size;
+// A count read off the wire may not promise more elements than the payload could hold at the
+// smallest encoding of one element, and space is reserved for a bounded number up front, so a
+// frame cannot make us allocate far beyond its own size.
+constexpr std::size_t kMinItemBytes = 4;                     // empty id and title, flags, version
+constexpr std::size_t kMinChangeBytes = 1 + kMinItemBytes;   // seq, item
+constexpr std::size_t kMinStampedBytes = 3 + kMinItemBytes;  // stamp, origin, seq, item
+constexpr std::uint64_t kMaxReserve = 1024;
+bool plausible_count(std::uint64_t n, std::size_t payload_size, std::size_t min_element) {
+  return n <= payload_size / min_element;
 }
 
 std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
@@ -254,8 +264,12 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       return msg::Ping{};
     case MsgType::kStatus:
       return msg::Status{};
-    case MsgType::kList:
-      return msg::List{};
+    case MsgType::kList: {
+      msg::List m;
+      m.after = r.str(kMaxIdBytes);
+      m.limit = r.varint();
+      return m;
+    }
     case MsgType::kCreate:
       return msg::Create{r.str(kMaxTitleBytes)};
     case MsgType::kGet:
@@ -285,9 +299,10 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       msg::Apply m;
       m.upto_stamp = r.varint();
       m.synced_upto = r.varint();
+      m.id_floor = r.varint();
       const std::uint64_t n = r.varint();
-      if (!plausible_count(n, size)) return std::nullopt;
-      m.changes.reserve(n);
+      if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
+      m.changes.reserve(std::min(n, kMaxReserve));
       for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
         StampedChange c;
         c.stamp = r.varint();
@@ -328,18 +343,19 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       return msg::ItemReply{r.item()};
     case MsgType::kList: {
       const std::uint64_t n = r.varint();
-      if (!plausible_count(n, size)) return std::nullopt;
+      if (!plausible_count(n, size, kMinItemBytes)) return std::nullopt;
       msg::ItemsReply m;
-      m.items.reserve(n);
+      m.items.reserve(std::min(n, kMaxReserve));
       for (std::uint64_t i = 0; i < n && r.ok(); ++i) m.items.push_back(r.item());
+      m.next = r.str(kMaxIdBytes);
       return m;
     }
     case MsgType::kFetch: {
       msg::Changes m;
       m.seq_high = r.varint();
       const std::uint64_t n = r.varint();
-      if (!plausible_count(n, size)) return std::nullopt;
-      m.changes.reserve(n);
+      if (!plausible_count(n, size, kMinChangeBytes)) return std::nullopt;
+      m.changes.reserve(std::min(n, kMaxReserve));
       for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
         Change c;
         c.seq = r.varint();

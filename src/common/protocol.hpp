@@ -31,6 +31,10 @@ inline constexpr std::size_t kMaxIdBytes = 32;
 inline constexpr std::size_t kMaxNameBytes = 32;
 inline constexpr std::size_t kMaxMessageBytes = 4096;  // error texts
 inline constexpr std::uint64_t kMaxFetchLimit = 10000;
+// Replies that carry many items stop adding them past this many encoded bytes, well inside
+// kMaxFrameLength: FETCH, LIST pages and the syncer's APPLY batches.
+inline constexpr std::size_t kBatchBytes = 1024 * 1024;
+inline constexpr std::uint64_t kDefaultListLimit = 1000;
 
 // A response carries the request's type with this bit set, or kError.
 inline constexpr std::uint8_t kResponseBit = 0x80;
@@ -133,7 +137,12 @@ struct Create {
 struct Get {
   std::string id;
 };
-struct List {};
+// Live items after `after` (exclusive; empty: from the first), in id order, at most `limit`
+// (0: the default) and about kBatchBytes.
+struct List {
+  std::string after;
+  std::uint64_t limit = 0;
+};
 struct Update {
   std::string id;
   std::optional<bool> completed;
@@ -150,9 +159,11 @@ struct Fetch {
 // Sync: stamped changes for the node to apply. `upto_stamp` is the highest stamp the batch
 // covers (entries superseded before delivery are left out); `synced_upto` tells the node that
 // all its local changes with seq <= synced_upto are already stamped in the syncer's log.
+// `id_floor` is the largest id number in the syncer's log: the node's next ids go above it.
 struct Apply {
   std::uint64_t upto_stamp = 0;
   std::uint64_t synced_upto = 0;
+  std::uint64_t id_floor = 0;
   std::vector<StampedChange> changes;
 };
 
@@ -166,6 +177,7 @@ struct ItemReply {
 };
 struct ItemsReply {
   std::vector<Item> items;
+  std::string next;  // pass as List::after for the next page; empty when this was the last
 };
 struct Changes {
   std::uint64_t seq_high = 0;  // the node's change sequence when the fetch ran

@@ -35,6 +35,7 @@ WsSubscription::~WsSubscription() = default;
 
 asio::awaitable<void> WsSubscription::connect(std::string host, std::uint16_t port,
                                               Duration timeout) {
+  closed_ = false;
   state_ = std::make_unique<State>(state_->executor);
   auto& ws = state_->ws;
   tcp::resolver resolver(state_->executor);
@@ -49,13 +50,20 @@ asio::awaitable<void> WsSubscription::connect(std::string host, std::uint16_t po
   if (cec) throw boost::system::system_error(cec);
   auto [hec] = co_await ws.async_handshake(host + ":" + std::to_string(port), "/ws", kTuple);
   if (hec) throw boost::system::system_error(hec);
+  if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
   beast::get_lowest_layer(ws).expires_never();
-  // Pings keep a quiet subscription alive and detect a dead peer.
-  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+  // A quiet subscription is pinged after idle_timeout / 2 and dropped when the ping goes
+  // unanswered: a node whose host vanished is noticed, not waited on forever.
+  websocket::stream_base::timeout t{};
+  t.handshake_timeout = std::chrono::seconds(10);
+  t.idle_timeout = std::chrono::seconds(20);
+  t.keep_alive_pings = true;
+  ws.set_option(t);
   ws.read_message_max(1024 * 1024);
 }
 
 asio::awaitable<std::string> WsSubscription::next() {
+  if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
   auto& st = *state_;
   st.buffer.consume(st.buffer.size());
   auto [ec, n] = co_await st.ws.async_read(st.buffer, kTuple);
@@ -68,6 +76,7 @@ std::string WsSubscription::close_reason() const {
 }
 
 void WsSubscription::close() {
+  closed_ = true;
   boost::system::error_code ignored;
   beast::get_lowest_layer(state_->ws).socket().close(ignored);
 }

@@ -25,11 +25,14 @@ class WsSubscription {
   // close reason, if the node gave one, is in close_reason().
   boost::asio::awaitable<std::string> next();
   std::string close_reason() const;
+  // Ends the subscription: a pending next() fails, and so does a connect() in progress
+  // (once its handshake completes). A later connect() starts a new subscription.
   void close();
 
  private:
   struct State;
   std::unique_ptr<State> state_;
+  bool closed_ = false;
 };
 
 }  // namespace kv

@@ -52,7 +52,7 @@ proto::Response handle(Store& store, const BinaryOptions& options, proto::Reques
         } else if constexpr (std::is_same_v<T, proto::msg::Get>) {
           return to_response(store.get(m.id));
         } else if constexpr (std::is_same_v<T, proto::msg::List>) {
-          return proto::msg::ItemsReply{store.list()};
+          return store.list_page(m.after, m.limit);
         } else if constexpr (std::is_same_v<T, proto::msg::Update>) {
           return to_response(store.update(m));
         } else if constexpr (std::is_same_v<T, proto::msg::Delete>) {
@@ -193,11 +193,12 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
     }
     if (*live >= options.max_connections) {
       KV_LOG(warning) << "refusing connection: " << *live << " connections open";
-      boost::system::error_code ignored;
-      socket.close(ignored);
+      boost::system::error_code ec2;
+      socket.close(ec2);
       continue;
     }
-    socket.set_option(tcp::no_delay(true));
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     ++*live;
     asio::co_spawn(
         executor,

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
     ("durability", po::value(&durability)->default_value("sync"),
      "sync: acknowledge a change once it is fsynced (group commit); async: once it is written "
      "to the OS, which survives a crash of kvnode but not of the machine")
+    ("standalone", "take writes without waiting for a syncer after start (a node that runs "
+     "without kvsync, as in the seed's Step 1)")
     ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
      "binary-protocol connections served at once")
     ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
@@ -64,7 +66,10 @@ int main(int argc, char** argv) {
   }
 
   try {
-    kv::node::Store store({data, name, durability == "sync", /*background_commit=*/true});
+    kv::node::Store store({data, name, durability == "sync", /*background_commit=*/true,
+                           /*await_syncer=*/vm.count("standalone") == 0});
+    // Declared before the io_context: the sessions it destroys on exit still refer to them.
+    kv::node::NotificationHub hub;
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
     // The writer thread reports finished groups; the I/O thread processes them and wakes the
@@ -78,7 +83,6 @@ int main(int argc, char** argv) {
     auto address = asio::ip::make_address(host);
     tcp::acceptor binary(io, {address, port});
     tcp::acceptor web(io, {address, http_port});
-    kv::node::NotificationHub hub;
     binary_options.http_port = web.local_endpoint().port();
 
     store.set_observer([&](const kv::node::StoreEvent& e) {

@@ -25,12 +25,25 @@ struct Store::Impl {
   StoreOptions options;
   std::unique_ptr<rocksdb::DB> db;
   Meta meta;
-  std::unordered_map<std::string, Record> items;
+  // Ordered by id (the order LIST pages through); lookups take a string_view.
+  struct IdLess {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return item_id_less(a, b); }
+  };
+  std::map<std::string, Record, IdLess> items;
   // Local changes not yet known to be in the syncer's log: seq -> item id. Only the latest local
   // change of an item is kept (older ones are superseded and would fetch the same value).
   std::map<std::uint64_t, std::string> changelog;
   std::uint64_t tombstones = 0;
   std::function<void(const StoreEvent&)> observer;
+  bool fenced = false;  // client writes wait for the first APPLY (StoreOptions::await_syncer)
+  std::optional<Error> fence() const {
+    if (!fenced) return std::nullopt;
+    return Error{ErrorCode::kUnavailable,
+                 "node " + meta.name +
+                     " takes writes once the syncer has caught it up after its start; try "
+                     "another node or again in a moment"};
+  }
 
   // Commit pipeline (see committer.hpp). Memory changes at once; a change is acknowledged,
   // announced to subscribers and offered to FETCH only once its batch is durable.
@@ -199,6 +212,7 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
   } else {
     impl_->load();
   }
+  impl_->fenced = impl_->options.await_syncer;
   if (impl_->options.background_commit) {
     Impl* im = impl_.get();
     impl_->committer = std::make_unique<Committer>(*impl_->db, impl_->options.sync_writes,
@@ -292,6 +306,7 @@ Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const 
 
 Result<Item> Store::create(std::string_view title) {
   if (!valid_title(title)) return bad_title();
+  if (auto e = impl_->fence()) return *e;
   auto& m = impl_->meta;
   const std::string id = make_item_id(++m.max_id_number, m.name);  // stored with the change
   Record rec;
@@ -300,7 +315,7 @@ Result<Item> Store::create(std::string_view title) {
 }
 
 Result<Item> Store::get(std::string_view id) const {
-  auto it = impl_->items.find(std::string(id));
+  auto it = impl_->items.find(id);
   if (it == impl_->items.end()) {
     return Error{ErrorCode::kNotFound, "there is no item " + std::string(id)};
   }
@@ -315,30 +330,52 @@ Result<Item> Store::update(const proto::msg::Update& req) {
     return Error{ErrorCode::kInvalidArgument, "an update must change the title or completion"};
   }
   if (req.title && !valid_title(*req.title)) return bad_title();
+  if (auto e = impl_->fence()) return *e;
   auto found = get(req.id);
   if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
-  Record rec = impl_->items.at(req.id);
+  Record rec = impl_->items.find(req.id)->second;
   if (req.completed) rec.completed = *req.completed;
   if (req.title) rec.title = *req.title;
   return impl_->commit_local(req.id, std::move(rec), "update");
 }
 
 Result<Item> Store::remove(std::string_view id) {
+  if (auto e = impl_->fence()) return *e;
   auto found = get(id);
   if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
-  Record rec = impl_->items.at(std::string(id));
+  Record rec = impl_->items.find(id)->second;
   rec.deleted = true;
   return impl_->commit_local(std::string(id), std::move(rec), "delete");
 }
 
 std::vector<Item> Store::list() const {
   std::vector<Item> out;
-  out.reserve(impl_->items.size());
   for (const auto& [id, rec] : impl_->items) {
     if (!rec.deleted) out.push_back(visible(id, rec));
   }
-  std::sort(out.begin(), out.end(),
-            [](const Item& a, const Item& b) { return item_id_less(a.id, b.id); });
+  return out;
+}
+
+namespace {
+std::size_t encoded_size(const Item& it) {
+  return it.id.size() + it.title.size() + 16;
+}
+}  // namespace
+
+proto::msg::ItemsReply Store::list_page(std::string_view after, std::uint64_t limit) const {
+  proto::msg::ItemsReply out;
+  if (limit == 0) limit = proto::kDefaultListLimit;
+  auto it = after.empty() ? impl_->items.begin() : impl_->items.upper_bound(after);
+  std::size_t bytes = 0;
+  for (; it != impl_->items.end(); ++it) {
+    if (it->second.deleted) continue;
+    if (out.items.size() == limit || bytes >= proto::kBatchBytes) {
+      out.next = out.items.back().id;
+      break;
+    }
+    out.items.push_back(visible(it->first, it->second));
+    bytes += encoded_size(out.items.back());
+  }
   return out;
 }
 
@@ -348,13 +385,16 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
   // Only durable changes: a change the node could still lose in a crash must never be stamped,
   // or its sequence number could be reused for another change after the restart.
   out.seq_high = std::max(after_seq, impl_->durable_seq);
+  std::size_t bytes = 0;
   for (auto it = impl_->changelog.upper_bound(after_seq);
        it != impl_->changelog.end() && it->first <= impl_->durable_seq; ++it) {
-    if (out.changes.size() == limit) {
+    if (out.changes.size() == limit || bytes >= proto::kBatchBytes) {
       out.seq_high = out.changes.back().seq;
       break;
     }
-    out.changes.push_back(Change{it->first, visible(it->second, impl_->items.at(it->second))});
+    out.changes.push_back(
+        Change{it->first, visible(it->second, impl_->items.find(it->second)->second)});
+    bytes += encoded_size(out.changes.back().item);
   }
   return out;
 }
@@ -378,9 +418,10 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   next.applied_stamp = std::max(next.applied_stamp, batch.upto_stamp);
   next.synced_upto = std::max(next.synced_upto, batch.synced_upto);
   next.version = std::max(next.version, next.applied_stamp);
+  next.max_id_number = std::max(next.max_id_number, batch.id_floor);
 
   // Decide every change against the state as the batch sees it, then commit them in one batch.
-  std::unordered_map<std::string, Record> changed;
+  std::map<std::string, Record> changed;
   std::vector<StoreEvent> events;
   auto current = [&](const std::string& id) -> const Record* {
     if (auto it = changed.find(id); it != changed.end()) return &it->second;
@@ -440,6 +481,7 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     slot = std::move(r);
   }
   im.meta = next;
+  im.fenced = false;                              // ids above id_floor are free
   const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
   for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
   im.submit(wb);

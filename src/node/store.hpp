@@ -27,6 +27,10 @@ struct StoreOptions {
   std::string name;                // node name; must match the one the directory was created with
   bool sync_writes = false;        // fsync each commit (group) before acknowledging it
   bool background_commit = false;  // commit on a writer thread (group commit); else inline
+  // Refuse client writes after start until the first APPLY from a syncer, which brings the
+  // largest id in use: a node restored from an old copy or wiped could otherwise hand out an
+  // id that already names another item. Off for a node that runs without a syncer.
+  bool await_syncer = false;
 };
 
 // A committed change, as the node's WebSocket subscribers see it.
@@ -58,7 +62,9 @@ class Store {
   Result<Item> update(const proto::msg::Update& req);
   Result<Item> remove(std::string_view id);
   Result<Item> get(std::string_view id) const;
-  std::vector<Item> list() const;  // live items, ordered by id
+  std::vector<Item> list() const;  // every live item, ordered by id
+  // One page of live items after `after` (exclusive), at most `limit` and about kBatchBytes.
+  proto::msg::ItemsReply list_page(std::string_view after, std::uint64_t limit) const;
 
   // Sync operations.
   proto::msg::Changes fetch(std::uint64_t after_seq, std::uint64_t limit) const;

@@ -12,6 +12,7 @@
 
 #include "common/log.hpp"
 #include "common/node_client.hpp"
+#include "common/protocol.hpp"
 #include "common/store_error.hpp"
 #include "sync/syncer.hpp"
 
@@ -53,8 +54,11 @@ int main(int argc, char** argv) {
     if (durability != "sync" && durability != "async") {
       throw std::invalid_argument("--durability must be sync or async");
     }
-    if (options.fetch_limit == 0 || options.batch_limit == 0) {
-      throw std::invalid_argument("--fetch-limit and --batch-limit must be positive");
+    if (options.fetch_limit == 0 || options.batch_limit == 0 ||
+        options.fetch_limit > kv::proto::kMaxFetchLimit) {
+      throw std::invalid_argument("--fetch-limit must be 1 to " +
+                                  std::to_string(kv::proto::kMaxFetchLimit) +
+                                  " and --batch-limit positive");
     }
     options.data = data;
     options.sync_writes = durability == "sync";

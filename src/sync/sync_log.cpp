@@ -58,6 +58,10 @@ struct SyncLog::Impl {
   std::unordered_map<std::string, StampedChange> latest;
   std::set<std::pair<std::uint64_t, std::string>> by_stamp;
   std::map<std::string, Cursor> cursors;
+  std::uint64_t max_id_number = 0;  // the largest id number in the log
+  void saw_id(const std::string& id) {
+    if (auto n = item_id_number(id)) max_id_number = std::max(max_id_number, *n);
+  }
 
   void put_meta(rocksdb::WriteBatch& b, std::uint64_t c) const {
     std::string v;
@@ -97,6 +101,7 @@ void SyncLog::Impl::load() {
       corrupt("log entry '" + it->key().ToString().substr(1) + "' is corrupt");
     }
     by_stamp.emplace(e->stamp, e->item.id);
+    saw_id(e->item.id);
     latest.emplace(e->item.id, std::move(*e));
   }
   for (it->Seek(kCursorPrefix); it->Valid() && it->key().starts_with(kCursorPrefix); it->Next()) {
@@ -176,8 +181,17 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
       im.latest.emplace(e.item.id, e);
     }
     im.by_stamp.emplace(s, e.item.id);
+    im.saw_id(e.item.id);
   }
   return out;
+}
+
+void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq) {
+  const Cursor cur{incarnation, seq};
+  rocksdb::WriteBatch b;
+  impl_->put_cursor(b, node, cur);
+  impl_->write(b);
+  impl_->cursors[node] = cur;
 }
 
 void SyncLog::observe_stamp(std::uint64_t stamp) {
@@ -193,14 +207,21 @@ proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
   const auto& im = *impl_;
   proto::msg::Apply batch;
   batch.synced_upto = synced_upto;
+  batch.id_floor = im.max_id_number;
   batch.upto_stamp = std::max(after, im.counter);
+  std::size_t bytes = 0;
   for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}}); it != im.by_stamp.end();
        ++it) {
-    if (batch.changes.size() >= limit && it->first != batch.changes.back().stamp) {
+    // Whole stamps only: a node records that it has every stamp up to upto_stamp. One stamp
+    // holds one FETCH (at most kBatchBytes), so a batch stays under twice that.
+    if ((batch.changes.size() >= limit || bytes >= proto::kBatchBytes) &&
+        it->first != batch.changes.back().stamp) {
       batch.upto_stamp = batch.changes.back().stamp;
       break;
     }
-    batch.changes.push_back(im.latest.at(it->second));
+    const auto& e = im.latest.at(it->second);
+    bytes += e.item.id.size() + e.item.title.size() + e.origin.size() + 24;
+    batch.changes.push_back(e);
   }
   return batch;
 }

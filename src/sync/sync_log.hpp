@@ -50,6 +50,9 @@ class SyncLog {
   Stamped stamp(const std::string& node, std::uint64_t incarnation,
                 const std::vector<Change>& changes, std::uint64_t next_cursor);
 
+  // Moves a node's cursor (back, when its sequence went back); durable on return.
+  void set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq);
+
   // Makes sure no stamp at or below `stamp` is handed out again: a node reports having applied
   // it, so it was handed out before this log's state (a replaced data directory).
   void observe_stamp(std::uint64_t stamp);

@@ -33,6 +33,8 @@ struct Link {
   Wakeup fetch;  // the node has (or may have) local changes past our cursor
   Wakeup send;   // the log has stamps the node has not applied
   bool connected = false;
+  bool claimed = false;  // status.name is reserved for this link (from STATUS until it drops)
+  bool greeted = false;  // an APPLY went out since the link came up (it lifts the write fence)
   bool ever_connected = false;
   Wakeup ended;       // the watcher, fetcher and sender of this connection have all returned
   NodeStatus status;  // as reported when the link came up
@@ -89,6 +91,13 @@ struct Syncer::Impl {
   asio::awaitable<void> fetch_loop(Link& link);
   asio::awaitable<void> send_loop(Link& link);
   void connected(Link& link);
+  // A new log knows no stamps yet: the nodes may have applied some from an earlier log (a
+  // replaced data directory), so nothing is stamped until every node has reported its
+  // applied_stamp and the counter has moved past them.
+  bool may_stamp() const {
+    return log.counter() > 0 ||
+           std::all_of(links.begin(), links.end(), [](const auto& l) { return l->ever_connected; });
+  }
   void flush_reports();
 };
 
@@ -126,19 +135,31 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
                     co_await link.client.call(proto::msg::Status{}, options.call_timeout), "STATUS")
                     .status;
       for (const auto& other : links) {
-        if (other.get() != &link && other->connected && other->status.name == st.name) {
+        if (other.get() != &link && other->claimed && other->status.name == st.name) {
           fail("the node at " + link.address + " is named '" + st.name + "' like the node at " +
                other->address + "; node names must differ");
         }
+      }
+      // Claimed before the next co_await, so two links cannot both take one name.
+      link.status = st;
+      link.claimed = true;
+      const std::uint64_t cursor = log.cursor(st.name, st.incarnation);
+      if (st.seq < cursor) {
+        // The node's sequence went back (a data directory restored from an older copy): its
+        // changes after synced_upto are not in the log, whatever the cursor says.
+        KV_LOG(warning) << "node " << st.name << " is at seq " << st.seq << " but the cursor is at "
+                        << cursor << ": was its data directory restored? fetching again from "
+                        << st.synced_upto;
+        log.set_cursor(st.name, st.incarnation, st.synced_upto);
       }
       // A node that applied stamps this log never issued means the log was replaced: never
       // hand those stamps out again.
       log.observe_stamp(st.applied_stamp);
       co_await link.ws.connect(host, static_cast<std::uint16_t>(st.http_port),
                                options.call_timeout);
-      link.status = st;
       link.applied_stamp = st.applied_stamp;
       link.synced_upto = st.synced_upto;
+      link.greeted = false;
       connected(link);
       backoff = options.backoff_initial;
       up = true;
@@ -153,6 +174,7 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
       }
     }
     link.connected = false;
+    link.claimed = false;
     link.client.close();
     link.ws.close();
     flush_reports();
@@ -203,6 +225,9 @@ void Syncer::Impl::connected(Link& link) {
   link.send.notify();
   if (!link.ever_connected) {
     link.ever_connected = true;
+    if (may_stamp()) {
+      for (auto& l : links) l->fetch.notify();
+    }
     if (on_all_connected &&
         std::all_of(links.begin(), links.end(), [](const auto& l) { return l->ever_connected; })) {
       auto cb = std::move(on_all_connected);
@@ -234,6 +259,7 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
   for (;;) {
     co_await link.fetch.wait();
     if (!link.connected) co_return;
+    if (!may_stamp()) continue;  // woken again when every node has reported
     for (;;) {
       const std::uint64_t cursor = log.cursor(name, inc);
       auto got = expect<proto::msg::Changes>(
@@ -266,7 +292,6 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
         }
       }
       for (auto& l : links) l->send.notify();  // the origin too: its synced_upto moved
-      if (got.changes.size() < options.fetch_limit) break;
     }
   }
 }
@@ -279,7 +304,10 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
     if (!link.connected) co_return;
     for (;;) {
       const std::uint64_t cursor = log.cursor(name, inc);
-      if (link.applied_stamp >= log.counter() && link.synced_upto >= cursor) break;
+      if (link.greeted && link.applied_stamp >= log.counter() && link.synced_upto >= cursor) {
+        break;
+      }
+      link.greeted = true;
       auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
       KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp "
                     << batch.upto_stamp << " to " << name;
