@@ -235,3 +235,69 @@ BOOST_AUTO_TEST_CASE(two_nodes_with_one_name_are_not_both_synced) {
     return file_text(other / "sync.log").find("node names must differ") != std::string::npos;
   }));
 }
+
+BOOST_AUTO_TEST_CASE(tombstones_and_change_logs_are_compacted_under_a_long_write_stream) {
+  Cluster c(2);
+  std::string input;
+  for (int i = 1; i <= 1500; ++i) {
+    input += "create item " + std::to_string(i) + "\n";
+    if (i % 2 == 0) input += "delete " + std::to_string(i - 1) + "a\n";
+  }
+  // Its output goes nowhere: nobody reads it while we sample the nodes.
+  Process writer({(bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(), "--route", "1"},
+                 c.dir() / "writer.log", input, /*capture_stdout=*/false);
+  std::uint64_t max_unsynced = 0;
+  auto status = [&](std::size_t node) {
+    auto r = c.cli({"--json", "nodes"});
+    return json::parse(r.out).at("nodes").at(node).as_object();
+  };
+  const auto end = std::chrono::steady_clock::now() + 120s;
+  while (writer.running() && std::chrono::steady_clock::now() < end) {
+    max_unsynced = std::max(max_unsynced, status(0).at("unsynced").to_number<std::uint64_t>());
+  }
+  BOOST_TEST_REQUIRE(writer.wait(10s) == 0);
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 750u);
+  // The compaction rule: change-log entries go once in the syncer's log; tombstones go once
+  // every node applied them. After the stream nothing of either is left.
+  BOOST_TEST(wait_until([&] {
+    for (std::size_t n = 0; n < 2; ++n) {
+      const auto s = status(n);
+      if (s.at("tombstones").to_number<std::uint64_t>() != 0 ||
+          s.at("unsynced").to_number<std::uint64_t>() != 0) {
+        return false;
+      }
+    }
+    return true;
+  }));
+  BOOST_TEST_MESSAGE("largest change log seen during the stream: " << max_unsynced);
+  BOOST_TEST(max_unsynced < 1500u);  // bounded by the syncer's lag, not by the writes
+  BOOST_TEST(file_text(c.dir() / "sync.log").find("compacted") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_behind_the_compaction_point_gets_a_full_resync) {
+  Cluster c(2);
+  c.cli({"--route", "1"}, script("create", 10, "x"));
+  BOOST_TEST(c.wait_converged().size() == 10u);
+  c.stop_node(1);
+  std::filesystem::copy(c.dir() / "b", c.dir() / "b-old", std::filesystem::copy_options::recursive);
+  restart_and_wait_for_syncer(c, 1);
+  c.cli({"--route", "1"}, "delete 1a\ndelete 2a\ncreate y\n");
+  BOOST_TEST(c.wait_converged().size() == 9u);
+  BOOST_TEST(wait_until([&] {
+    const auto nodes = json::parse(c.cli({"--json", "nodes"}).out).at("nodes").as_array();
+    for (const auto& n : nodes) {
+      if (n.at("tombstones").to_number<std::uint64_t>() != 0) return false;
+    }
+    return file_text(c.dir() / "sync.log").find("compacted") != std::string::npos;
+  }));
+  // The old copy still holds 1a and 2a, whose tombstones are gone: only a full resync can
+  // remove them.
+  c.stop_node(1);
+  std::filesystem::remove_all(c.dir() / "b");
+  std::filesystem::rename(c.dir() / "b-old", c.dir() / "b");
+  restart_and_wait_for_syncer(c, 1);
+  const auto items = c.wait_converged();
+  BOOST_TEST(items.size() == 9u);
+  BOOST_TEST(file_text(c.dir() / "sync.log").find("full resync") != std::string::npos);
+}

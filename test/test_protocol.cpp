@@ -23,7 +23,7 @@ Item sample_item(int i) {
 }
 
 std::vector<Request> all_requests() {
-  msg::Apply apply{77, 12, 40, {}};
+  msg::Apply apply{77, 12, 40, 30, true, {}};
   for (int i = 1; i <= 3; ++i) {
     Item it = sample_item(i);
     it.version = 70 + i;

@@ -35,7 +35,7 @@ StampedChange stamped(std::uint64_t stamp, Item item, std::string origin = "b",
 }
 proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
                           std::vector<StampedChange> changes) {
-  auto r = s.apply(proto::msg::Apply{upto, synced, 0, std::move(changes)});
+  auto r = s.apply(proto::msg::Apply{upto, synced, 0, 0, false, std::move(changes)});
   if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("apply failed: " << e->message);
   return std::get<proto::msg::Applied>(r);
 }
@@ -180,7 +180,7 @@ BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
   ok(s.remove("1a"));
   BOOST_TEST((err(s.remove("1a")) == ErrorCode::kDeleted));
   // A batch that claims more local changes than the node ever made is refused.
-  auto r = s.apply(proto::msg::Apply{1, 99, 0, {}});
+  auto r = s.apply(proto::msg::Apply{1, 99, 0, 0, false, {}});
   BOOST_TEST(std::holds_alternative<Error>(r));
 }
 

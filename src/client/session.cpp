@@ -278,6 +278,7 @@ bool Session::Impl::run_nodes(std::ostream& out) {
       o["applied_stamp"] = s.applied_stamp;
       o["items"] = s.items;
       o["unsynced"] = s.unsynced;
+      o["tombstones"] = s.tombstones;
       o["http_port"] = s.http_port;
       any = true;
       if (!options.json) {

@@ -199,6 +199,8 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.upto_stamp);
   w.varint(m.synced_upto);
   w.varint(m.id_floor);
+  w.varint(m.purge_upto);
+  w.u8(m.reset ? 1 : 0);
   w.varint(m.changes.size());
   for (const auto& c : m.changes) {
     w.varint(c.stamp);
@@ -300,6 +302,10 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.upto_stamp = r.varint();
       m.synced_upto = r.varint();
       m.id_floor = r.varint();
+      m.purge_upto = r.varint();
+      const std::uint8_t flags = r.u8();
+      if (flags > 1) return std::nullopt;
+      m.reset = flags == 1;
       const std::uint64_t n = r.varint();
       if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
       m.changes.reserve(std::min(n, kMaxReserve));

@@ -160,10 +160,16 @@ struct Fetch {
 // covers (entries superseded before delivery are left out); `synced_upto` tells the node that
 // all its local changes with seq <= synced_upto are already stamped in the syncer's log.
 // `id_floor` is the largest id number in the syncer's log: the node's next ids go above it.
+// `purge_upto`: every node has applied every stamp up to here, so tombstones stamped at or
+// below it may go (docs/sync.md, "Compaction"). `reset`: the node is behind the compaction
+// point; it forgets every item without an unsynced local change before applying, and this
+// batch and the ones after it resend the whole log (a full resync).
 struct Apply {
   std::uint64_t upto_stamp = 0;
   std::uint64_t synced_upto = 0;
   std::uint64_t id_floor = 0;
+  std::uint64_t purge_upto = 0;
+  bool reset = false;
   std::vector<StampedChange> changes;
 };
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "common/bytes.hpp"
@@ -34,7 +35,21 @@ struct Store::Impl {
   // Local changes not yet known to be in the syncer's log: seq -> item id. Only the latest local
   // change of an item is kept (older ones are superseded and would fetch the same value).
   std::map<std::uint64_t, std::string> changelog;
-  std::uint64_t tombstones = 0;
+  // Deleted items by (stamp, id): compaction drops them in stamp order.
+  std::set<std::pair<std::uint64_t, std::string>> tombstones;
+  // Every change to `items` goes through put() and erase(), which keep `tombstones` in step.
+  void put(const std::string& id, Record rec) {
+    auto [it, fresh] = items.try_emplace(id);
+    if (!fresh && it->second.deleted) tombstones.erase({it->second.stamp, id});
+    if (rec.deleted) tombstones.emplace(rec.stamp, id);
+    it->second = std::move(rec);
+  }
+  void erase(const std::string& id) {
+    auto it = items.find(id);
+    if (it == items.end()) return;
+    if (it->second.deleted) tombstones.erase({it->second.stamp, id});
+    items.erase(it);
+  }
   std::function<void(const StoreEvent&)> observer;
   bool fenced = false;  // client writes wait for the first APPLY (StoreOptions::await_syncer)
   std::optional<Error> fence() const {
@@ -63,7 +78,7 @@ struct Store::Impl {
   void reset_memory() {
     items.clear();
     changelog.clear();
-    tombstones = 0;
+    tombstones.clear();
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
   std::uint64_t submit(rocksdb::WriteBatch& batch);
@@ -129,8 +144,7 @@ void Store::Impl::load() {
       throw StoreError("data directory " + options.dir.string() + ": item record '" + id +
                        "' is corrupt");
     }
-    if (rec->deleted) ++tombstones;
-    items.emplace(id, std::move(*rec));
+    put(id, std::move(*rec));
   }
   for (it->Seek(kChangePrefix); it->Valid() && it->key().starts_with(kChangePrefix); it->Next()) {
     if (it->key().size() != 9) {
@@ -289,11 +303,9 @@ Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const 
   }
   batch.Put(change_key(rec.local_seq), id);
   changelog.emplace(rec.local_seq, id);
-  auto& slot = items[id];
-  if (rec.deleted && !slot.deleted) ++tombstones;
-  slot = std::move(rec);
-  Item item = visible(id, slot);
-  const std::uint64_t seq = slot.local_seq;
+  const std::uint64_t seq = rec.local_seq;
+  Item item = visible(id, rec);
+  put(id, std::move(rec));
   // Queued before submit(): inline commits complete inside it.
   const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
   seq_by_ticket.emplace_back(ticket, seq);
@@ -415,6 +427,20 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     }
   }
   Meta next = im.meta;
+  rocksdb::WriteBatch wb;
+  if (batch.reset) {
+    // A full resync: forget what the syncer will send again, keep pending local changes.
+    const std::uint64_t y = std::max(im.meta.synced_upto, batch.synced_upto);
+    std::vector<std::string> forget;
+    for (const auto& [id, rec] : im.items) {
+      if (rec.local_seq <= y) forget.push_back(id);
+    }
+    for (const auto& id : forget) {
+      wb.Delete(item_key(id));
+      im.erase(id);
+    }
+    next.applied_stamp = 0;
+  }
   next.applied_stamp = std::max(next.applied_stamp, batch.upto_stamp);
   next.synced_upto = std::max(next.synced_upto, batch.synced_upto);
   next.version = std::max(next.version, next.applied_stamp);
@@ -457,7 +483,6 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
 
   // Change-log entries no longer pending: those now in the syncer's log, and the local changes
   // a stamped delete overruled.
-  rocksdb::WriteBatch wb;
   std::vector<std::uint64_t> drop;
   for (auto it = im.changelog.begin(); it != im.changelog.end() && it->first <= next.synced_upto;
        ++it) {
@@ -476,9 +501,18 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   }
   for (auto& [id, r] : changed) {
     wb.Put(item_key(id), encode_record(r));
-    auto& slot = im.items[id];
-    if (r.deleted && !slot.deleted) ++im.tombstones;
-    slot = std::move(r);
+    im.put(id, std::move(r));
+  }
+  // Compaction: tombstones every node has applied go, unless a local change is still pending.
+  std::vector<std::string> purge;
+  for (auto it = im.tombstones.begin(); it != im.tombstones.end() && it->first <= batch.purge_upto;
+       ++it) {
+    if (im.items.find(it->second)->second.local_seq <= next.synced_upto)
+      purge.push_back(it->second);
+  }
+  for (const auto& id : purge) {
+    wb.Delete(item_key(id));
+    im.erase(id);
   }
   im.meta = next;
   im.fenced = false;                              // ids above id_floor are free
@@ -498,8 +532,8 @@ NodeStatus Store::status() const {
   s.seq = m.seq;
   s.applied_stamp = m.applied_stamp;
   s.synced_upto = m.synced_upto;
-  s.items = impl_->items.size() - impl_->tombstones;
-  s.tombstones = impl_->tombstones;
+  s.items = impl_->items.size() - impl_->tombstones.size();
+  s.tombstones = impl_->tombstones.size();
   s.unsynced = impl_->changelog.size();
   return s;
 }

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <span>
+#include <string>
 #include <unordered_map>
 
 #include "common/db.hpp"
@@ -13,7 +14,7 @@
 namespace kv::sync {
 
 namespace {
-constexpr std::string_view kMetaKey = "m";       // varint format, varint counter
+constexpr std::string_view kMetaKey = "m";       // u8 format, varint counter, purged_upto, max id
 constexpr std::string_view kEntryPrefix = "e";   // "e" + item id -> entry
 constexpr std::string_view kCursorPrefix = "k";  // "k" + node name -> varint incarnation, cursor
 constexpr std::uint8_t kFormat = 1;
@@ -58,9 +59,20 @@ struct SyncLog::Impl {
   std::unordered_map<std::string, StampedChange> latest;
   std::set<std::pair<std::uint64_t, std::string>> by_stamp;
   std::map<std::string, Cursor> cursors;
-  std::uint64_t max_id_number = 0;  // the largest id number in the log
+  std::uint64_t max_id_number = 0;  // the largest id number ever in the log
+  std::uint64_t purged_upto = 0;    // tombstones stamped at or below this are gone
+  std::set<std::pair<std::uint64_t, std::string>> tombstones;  // (stamp, id) of deletes
   void saw_id(const std::string& id) {
     if (auto n = item_id_number(id)) max_id_number = std::max(max_id_number, *n);
+  }
+  void index(const StampedChange& e) {
+    by_stamp.emplace(e.stamp, e.item.id);
+    if (e.item.deleted) tombstones.emplace(e.stamp, e.item.id);
+    saw_id(e.item.id);
+  }
+  void unindex(const StampedChange& e) {
+    by_stamp.erase({e.stamp, e.item.id});
+    tombstones.erase({e.stamp, e.item.id});
   }
 
   void put_meta(rocksdb::WriteBatch& b, std::uint64_t c) const {
@@ -68,6 +80,8 @@ struct SyncLog::Impl {
     proto::Writer w(v);
     w.u8(kFormat);
     w.varint(c);
+    w.varint(purged_upto);
+    w.varint(max_id_number);
     b.Put(kMetaKey, v);
   }
   void put_cursor(rocksdb::WriteBatch& b, const std::string& node, const Cursor& c) const {
@@ -93,6 +107,8 @@ void SyncLog::Impl::load() {
   proto::Reader r(bytes_of(v));
   if (r.u8() != kFormat) corrupt("unknown format");
   counter = r.varint();
+  purged_upto = r.varint();
+  max_id_number = r.varint();
   if (!r.done()) corrupt("the meta record is corrupt");
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(kEntryPrefix); it->Valid() && it->key().starts_with(kEntryPrefix); it->Next()) {
@@ -100,8 +116,7 @@ void SyncLog::Impl::load() {
     if (!e || e->item.id != it->key().ToStringView().substr(1) || e->stamp > counter) {
       corrupt("log entry '" + it->key().ToString().substr(1) + "' is corrupt");
     }
-    by_stamp.emplace(e->stamp, e->item.id);
-    saw_id(e->item.id);
+    index(*e);
     latest.emplace(e->item.id, std::move(*e));
   }
   for (it->Seek(kCursorPrefix); it->Valid() && it->key().starts_with(kCursorPrefix); it->Next()) {
@@ -165,8 +180,15 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   rocksdb::WriteBatch b;
   for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
   im.put_cursor(b, node, cur);
+  const std::uint64_t max_id_before = im.max_id_number;
+  for (const auto& e : out.accepted) im.saw_id(e.item.id);  // stored with the meta record
   if (!out.accepted.empty()) im.put_meta(b, s);
-  im.write(b);
+  try {
+    im.write(b);
+  } catch (...) {
+    im.max_id_number = max_id_before;
+    throw;
+  }
 
   im.cursors[node] = cur;
   if (out.accepted.empty()) return out;
@@ -175,13 +197,12 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   for (const auto& e : out.accepted) {
     auto it = im.latest.find(e.item.id);
     if (it != im.latest.end()) {
-      im.by_stamp.erase({it->second.stamp, e.item.id});
+      im.unindex(it->second);
       it->second = e;
     } else {
       im.latest.emplace(e.item.id, e);
     }
-    im.by_stamp.emplace(s, e.item.id);
-    im.saw_id(e.item.id);
+    im.index(e);
   }
   return out;
 }
@@ -208,6 +229,7 @@ proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
   proto::msg::Apply batch;
   batch.synced_upto = synced_upto;
   batch.id_floor = im.max_id_number;
+  batch.purge_upto = im.purged_upto;
   batch.upto_stamp = std::max(after, im.counter);
   std::size_t bytes = 0;
   for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}}); it != im.by_stamp.end();
@@ -224,6 +246,36 @@ proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
     batch.changes.push_back(e);
   }
   return batch;
+}
+
+std::uint64_t SyncLog::purged_upto() const {
+  return impl_->purged_upto;
+}
+
+std::size_t SyncLog::purge(std::uint64_t horizon) {
+  auto& im = *impl_;
+  if (horizon <= im.purged_upto) return 0;
+  std::vector<std::string> gone;
+  for (auto it = im.tombstones.begin(); it != im.tombstones.end() && it->first <= horizon; ++it) {
+    gone.push_back(it->second);
+  }
+  const std::uint64_t before = im.purged_upto;
+  im.purged_upto = horizon;
+  rocksdb::WriteBatch b;
+  for (const auto& id : gone) b.Delete(std::string(kEntryPrefix) + id);
+  im.put_meta(b, im.counter);
+  try {
+    im.write(b);
+  } catch (...) {
+    im.purged_upto = before;
+    throw;
+  }
+  for (const auto& id : gone) {
+    auto it = im.latest.find(id);
+    im.unindex(it->second);
+    im.latest.erase(it);
+  }
+  return gone.size();
 }
 
 std::vector<StampedChange> SyncLog::snapshot() const {

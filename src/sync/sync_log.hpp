@@ -63,6 +63,11 @@ class SyncLog {
   proto::msg::Apply next_batch(std::uint64_t after, std::size_t limit,
                                std::uint64_t synced_upto) const;
 
+  // Compaction: drops the tombstones stamped at or below `horizon`, a stamp every node has
+  // applied (docs/sync.md). Durable on return; returns how many went.
+  std::size_t purge(std::uint64_t horizon);
+  std::uint64_t purged_upto() const;
+
   // Every item's latest stamped value, in stamp order (tests and the checker).
   std::vector<StampedChange> snapshot() const;
 

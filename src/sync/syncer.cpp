@@ -33,8 +33,10 @@ struct Link {
   Wakeup fetch;  // the node has (or may have) local changes past our cursor
   Wakeup send;   // the log has stamps the node has not applied
   bool connected = false;
-  bool claimed = false;  // status.name is reserved for this link (from STATUS until it drops)
-  bool greeted = false;  // an APPLY went out since the link came up (it lifts the write fence)
+  bool claimed = false;      // status.name is reserved for this link (from STATUS until it drops)
+  bool greeted = false;      // an APPLY went out since the link came up (it lifts the write fence)
+  bool needs_reset = false;  // behind the compaction point: the next APPLY resets it
+  std::uint64_t purge_sent = 0;  // the purge_upto the node last acknowledged
   bool ever_connected = false;
   Wakeup ended;       // the watcher, fetcher and sender of this connection have all returned
   NodeStatus status;  // as reported when the link came up
@@ -99,6 +101,18 @@ struct Syncer::Impl {
            std::all_of(links.begin(), links.end(), [](const auto& l) { return l->ever_connected; });
   }
   void flush_reports();
+  // Tombstones every node has applied are dropped from the log, and the nodes are told.
+  void compact() {
+    if (!std::all_of(links.begin(), links.end(), [](const auto& l) { return l->ever_connected; })) {
+      return;  // a node we have not heard from may still lack them
+    }
+    std::uint64_t horizon = ~std::uint64_t{0};
+    for (const auto& l : links) horizon = std::min(horizon, l->applied_stamp);
+    if (horizon <= log.purged_upto()) return;
+    const std::size_t n = log.purge(horizon);
+    if (n > 0) KV_LOG(info) << "compacted " << n << " tombstones up to stamp " << horizon;
+    for (auto& l : links) l->send.notify();
+  }
 };
 
 Syncer::Syncer(asio::any_io_executor executor, SyncerOptions options)
@@ -160,6 +174,15 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
       link.applied_stamp = st.applied_stamp;
       link.synced_upto = st.synced_upto;
       link.greeted = false;
+      link.purge_sent = 0;
+      link.needs_reset = st.applied_stamp > 0 && st.applied_stamp < log.purged_upto();
+      if (link.needs_reset) {
+        // It may hold items whose tombstones are compacted away: send everything again.
+        KV_LOG(warning) << "node " << st.name << " applied stamps up to " << st.applied_stamp
+                        << " only, behind the compaction point " << log.purged_upto()
+                        << ": full resync";
+        link.applied_stamp = 0;
+      }
       connected(link);
       backoff = options.backoff_initial;
       up = true;
@@ -304,20 +327,26 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
     if (!link.connected) co_return;
     for (;;) {
       const std::uint64_t cursor = log.cursor(name, inc);
-      if (link.greeted && link.applied_stamp >= log.counter() && link.synced_upto >= cursor) {
+      if (link.greeted && link.applied_stamp >= log.counter() && link.synced_upto >= cursor &&
+          link.purge_sent >= log.purged_upto()) {
         break;
       }
       link.greeted = true;
       auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
+      batch.reset = link.needs_reset;
       KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp "
                     << batch.upto_stamp << " to " << name;
+      const std::uint64_t batch_purge = batch.purge_upto;
       auto applied = expect<proto::msg::Applied>(
           co_await link.client.call(std::move(batch), options.call_timeout), "APPLY");
       link.applied_stamp = applied.applied_stamp;
       link.synced_upto = applied.synced_upto;
+      link.needs_reset = false;
+      link.purge_sent = batch_purge;
       KV_LOG(debug) << name << " applied up to stamp " << link.applied_stamp << " ("
                     << applied.changed << " changed)";
       flush_reports();
+      compact();
     }
   }
 }
