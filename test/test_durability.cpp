@@ -285,7 +285,8 @@ BOOST_AUTO_TEST_CASE(a_node_behind_the_compaction_point_gets_a_full_resync) {
   c.cli({"--route", "1"}, "delete 1a\ndelete 2a\ncreate y\n");
   BOOST_TEST(c.wait_converged().size() == 9u);
   BOOST_TEST(wait_until([&] {
-    const auto nodes = json::parse(c.cli({"--json", "nodes"}).out).at("nodes").as_array();
+    const json::value v = json::parse(c.cli({"--json", "nodes"}).out);
+    const auto& nodes = v.at("nodes").as_array();
     for (const auto& n : nodes) {
       if (n.at("tombstones").to_number<std::uint64_t>() != 0) return false;
     }
@@ -300,4 +301,75 @@ BOOST_AUTO_TEST_CASE(a_node_behind_the_compaction_point_gets_a_full_resync) {
   const auto items = c.wait_converged();
   BOOST_TEST(items.size() == 9u);
   BOOST_TEST(file_text(c.dir() / "sync.log").find("full resync") != std::string::npos);
+}
+
+// A small file system of our own (tmpfs), unmounted when the test ends.
+struct SmallDisk {
+  explicit SmallDisk(const std::filesystem::path& at, const char* size) : path(at) {
+    std::filesystem::create_directories(at);
+    const std::string cmd = "mount -t tmpfs -o size=" + std::string(size) + " tmpfs " + at.string();
+    mounted = std::system(cmd.c_str()) == 0;
+  }
+  ~SmallDisk() {
+    if (mounted) std::system(("umount -l " + path.string()).c_str());
+  }
+  std::filesystem::path path;
+  bool mounted = false;
+};
+
+BOOST_AUTO_TEST_CASE(a_full_disk_fails_writes_clearly_loses_nothing_and_recovers) {
+  test::TempDir dir;
+  SmallDisk disk(dir / "disk", "48m");
+  BOOST_TEST_REQUIRE(disk.mounted, "mounting a tmpfs needs root, which CI has");
+  Process node({(bin_dir() / "kvnode").string(), "--name", "a", "--standalone", "--data",
+                (disk.path / "n").string()},
+               dir / "node.log");
+  const std::string ready = node.wait_for_line("ready");
+  const auto b = ready.find("binary=") + 7;
+  const std::string addr = ready.substr(b, ready.find(' ', b) - b);
+  // Leave little room.
+  {
+    std::ofstream filler(disk.path / "filler", std::ios::binary);
+    const std::string mb(1024 * 1024, 'f');
+    for (int i = 0; i < 64; ++i) {
+      filler.write(mb.data(), mb.size());
+      if (!filler) break;
+    }
+  }
+  std::filesystem::resize_file(disk.path / "filler",
+                               std::filesystem::file_size(disk.path / "filler") - 3 * 1024 * 1024);
+  const std::string title(1000, 't');
+  auto r = run_cli({"--nodes", addr, "--json"}, script("create " + title, 6000, ""), 120s);
+  BOOST_TEST(r.code == 1);  // some writes failed...
+  const auto acked = acknowledged(r.out);
+  BOOST_TEST(acked.size() > 100u);  // ...after others succeeded
+  BOOST_TEST(r.out.find("could not commit") != std::string::npos);
+  BOOST_TEST(r.out.find("nothing was changed") != std::string::npos);
+  // Reads still work, and show exactly the acknowledged items.
+  auto list = run_cli({"--nodes", addr, "--json", "list"});
+  BOOST_TEST(list.code == 0);
+  BOOST_TEST(json::parse(list.out).at("items").as_array().size() == acked.size());
+  // Room again: writes succeed again, without a restart.
+  std::filesystem::remove(disk.path / "filler");
+  BOOST_TEST(wait_until([&] {
+    return run_cli({"--nodes", addr, "create", "after the disk had room"}).code == 0;
+  }));
+  // Nothing acknowledged was lost, across a crash too.
+  node.kill9();
+  node.wait();
+  Process again({(bin_dir() / "kvnode").string(), "--name", "a", "--standalone", "--data",
+                 (disk.path / "n").string()},
+                dir / "node2.log");
+  const std::string ready2 = again.wait_for_line("ready");
+  const auto b2 = ready2.find("binary=") + 7;
+  const std::string addr2 = ready2.substr(b2, ready2.find(' ', b2) - b2);
+  list = run_cli({"--nodes", addr2, "--json", "list"});
+  const json::value listed = json::parse(list.out);
+  std::set<std::string> present;
+  for (const auto& it : listed.at("items").as_array()) {
+    present.insert(std::string(it.at("id").as_string()));
+  }
+  for (const auto& [id, t] : acked) BOOST_TEST(present.count(id) == 1u, "lost " << id);
+  again.signal(SIGTERM);
+  again.wait();
 }

@@ -1,9 +1,38 @@
 #include "common/db.hpp"
 
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <cstdarg>
+#include <cstdio>
+
+#include "common/log.hpp"
+
 namespace kv::db {
+
+namespace {
+// RocksDB's own diagnostics go to our log, not to a LOG file in the data directory: that file
+// is one more thing to fill a full disk, and RocksDB 7.8 aborts when writing it fails twice.
+class ForwardingLogger : public rocksdb::Logger {
+ public:
+  ForwardingLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      KV_LOG(error) << "rocksdb: " << buf;
+    } else {
+      KV_LOG(warning) << "rocksdb: " << buf;
+    }
+  }
+};
+}  // namespace
 
 Opened open(const std::filesystem::path& dir) {
   std::error_code ec;
@@ -17,6 +46,7 @@ Opened open(const std::filesystem::path& dir) {
   options.max_open_files = 256;
   options.keep_log_file_num = 2;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  options.info_log = std::make_shared<ForwardingLogger>();
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status s = rocksdb::DB::Open(options, dir.string(), &raw);
   if (!s.ok()) {

@@ -3,7 +3,7 @@
 namespace kv::node {
 
 Committer::Committer(rocksdb::DB& db, bool sync, std::function<void(const CommitResult&)> on_done)
-    : db_(db), sync_(sync), on_done_(std::move(on_done)), thread_([this] { run(); }) {}
+    : sync_(sync), on_done_(std::move(on_done)), db_(&db), thread_([this] { run(); }) {}
 
 Committer::~Committer() {
   {
@@ -25,21 +25,28 @@ std::uint64_t Committer::submit(rocksdb::WriteBatch batch) {
   return ticket;
 }
 
-void Committer::fail_through(std::uint64_t ticket) {
-  std::lock_guard lock(mu_);
-  fail_through_ = std::max(fail_through_, ticket);
+void Committer::resume(rocksdb::DB& db, std::uint64_t last_bad) {
+  {
+    std::lock_guard lock(mu_);
+    db_ = &db;
+    fail_through_ = std::max(fail_through_, last_bad);
+    halted_ = false;
+  }
+  cv_.notify_one();
 }
 
 void Committer::run() {
   for (;;) {
     std::deque<std::pair<std::uint64_t, rocksdb::WriteBatch>> group;
     std::uint64_t fail_through;
+    rocksdb::DB* db;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything is written
       group.swap(queue_);
-      fail_through = fail_through_;
+      fail_through = halted_ ? ~std::uint64_t{0} : fail_through_;
+      db = db_;
     }
     CommitResult r{group.front().first, group.back().first, rocksdb::Status::OK()};
     // Batches the store has given up on (built on state lost to a failed write) are dropped.
@@ -51,16 +58,17 @@ void Committer::run() {
       if (skip == group.size()) continue;
       r.first = group[skip].first;
     }
-    if (needs_resume_) {
-      r.status = db_.Resume();
-      needs_resume_ = !r.status.ok();
-    }
+    // Write the group, then sync the log once. (Not Write with sync set: when the log's flush
+    // fails inside such a write, RocksDB 7.8 goes on to sync the failed writer and asserts.)
     for (std::size_t i = skip; i < group.size() && r.status.ok(); ++i) {
-      rocksdb::WriteOptions wo;
-      wo.sync = sync_ && i + 1 == group.size();
-      r.status = db_.Write(wo, &group[i].second);
+      r.status = db->Write(rocksdb::WriteOptions(), &group[i].second);
     }
-    if (!r.status.ok()) needs_resume_ = true;
+    if (r.status.ok() && sync_) r.status = db->SyncWAL();
+    if (!r.status.ok()) {
+      // The database's log writer is in an error state now: never touch it again.
+      std::lock_guard lock(mu_);
+      halted_ = true;
+    }
     on_done_(r);
   }
 }

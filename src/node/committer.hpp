@@ -5,10 +5,9 @@
 // sync), then reports the group's tickets as done. Batches that arrive while a sync is in flight
 // form the next group.
 //
-// After a failed write the writer fails every batch up to the ticket given to fail_through(),
-// which the store calls once it has reloaded its state from disk, so nothing built on the lost
-// state is ever written. Before the next group it asks RocksDB to resume (a full disk that has
-// room again).
+// After a failed write the writer halts: it touches the database no more and fails every
+// batch, since each was built on state that is now lost, until the store has reopened the
+// database, reloaded its state and called resume() with the last ticket it handed out before.
 #pragma once
 
 #include <rocksdb/db.h>
@@ -38,24 +37,23 @@ class Committer {
   Committer& operator=(const Committer&) = delete;
 
   std::uint64_t submit(rocksdb::WriteBatch batch);
-  // Fails every batch with a ticket up to `ticket` that is not written yet.
-  void fail_through(std::uint64_t ticket);
+  // Ends a halt: batches up to `last_bad` fail, later ones are written to `db`.
+  void resume(rocksdb::DB& db, std::uint64_t last_bad);
 
  private:
   void run();
 
-  rocksdb::DB& db_;
   const bool sync_;
   std::function<void(const CommitResult&)> on_done_;
   std::mutex mu_;
   std::condition_variable cv_;
   // Guarded by mu_:
+  rocksdb::DB* db_;
   std::deque<std::pair<std::uint64_t, rocksdb::WriteBatch>> queue_;
   std::uint64_t next_ticket_ = 1;
   std::uint64_t fail_through_ = 0;
+  bool halted_ = false;
   bool stop_ = false;
-  // Writer thread only:
-  bool needs_resume_ = false;
   std::thread thread_;
 };
 

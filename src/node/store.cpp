@@ -4,10 +4,12 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -51,8 +53,13 @@ struct Store::Impl {
     items.erase(it);
   }
   std::function<void(const StoreEvent&)> observer;
-  bool fenced = false;  // client writes wait for the first APPLY (StoreOptions::await_syncer)
-  std::optional<Error> fence() const {
+  bool fenced = false;    // client writes wait for the first APPLY (StoreOptions::await_syncer)
+  bool degraded = false;  // the database could not be reopened after a failed write
+  std::chrono::steady_clock::time_point last_recovery;
+  void recover();
+  std::optional<Error> degraded_error();
+  std::optional<Error> fence() {
+    if (auto e = degraded_error()) return e;
     if (!fenced) return std::nullopt;
     return Error{ErrorCode::kUnavailable,
                  "node " + meta.name +
@@ -189,22 +196,40 @@ void Store::Impl::process(const CommitResult& r) {
     }
     return;
   }
-  if (r.first <= completed && failed(r.first)) return;  // already handled with its range
-  // Memory holds changes that are not on disk: go back to what is. Everything submitted so far
-  // was built on the lost state, so it fails too and is never written.
-  last_error = r.status.ToString();
+  if (failed(r.first)) return;  // already handled with its range
+  // Memory holds changes that are not on disk, and everything submitted so far was built on
+  // them: all of it fails, and we go back to what the disk has.
+  if (!r.status.IsAborted()) last_error = r.status.ToString();
   failed_ranges.emplace_back(r.first, submitted);
   if (failed_ranges.size() > 64) failed_ranges.pop_front();
-  if (committer) committer->fail_through(submitted);
   completed = std::max(completed, submitted);
   seq_by_ticket.clear();
   pending_events.clear();
+  recover();
+}
+
+void Store::Impl::recover() {
+  // After a failed write RocksDB's log writer is unusable: close and reopen the database,
+  // which replays its log, then reload memory from it. Blocking, on the store's thread, and
+  // rare. Until it succeeds the node refuses writes (see degraded_error()).
+  last_recovery = std::chrono::steady_clock::now();
   try {
+    db.reset();
+    db = db::open(options.dir).db;
     load();
-  } catch (const StoreError&) {
-    // The disk refuses even reads; keep the memory we have. Writes keep failing until it
-    // recovers, and a restart reloads from disk.
+    if (committer) committer->resume(*db, submitted);
+    degraded = false;
+  } catch (const std::exception& e) {
+    degraded = true;
+    last_error = e.what();
   }
+}
+
+std::optional<Error> Store::Impl::degraded_error() {
+  if (!degraded) return std::nullopt;
+  if (std::chrono::steady_clock::now() - last_recovery > std::chrono::seconds(1)) recover();
+  if (!degraded) return std::nullopt;
+  return storage_error();
 }
 
 Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
@@ -413,6 +438,7 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
 
 Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   auto& im = *impl_;
+  if (auto e = im.degraded_error()) return *e;
   if (batch.synced_upto > im.meta.seq) {
     return Error{ErrorCode::kInvalidArgument,
                  "the syncer claims changes up to " + std::to_string(batch.synced_upto) +
