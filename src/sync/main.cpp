@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     ("nodes", po::value(&nodes)->default_value("127.0.0.1:7001,127.0.0.1:7002"),
      "comma-separated binary-protocol addresses of the nodes (any number)")
     ("data", po::value(&data)->required(), "the syncer's data directory (its log)")
-    ("durability", po::value(&durability)->default_value("async"),
+    ("durability", po::value(&durability)->default_value("sync"),
      "sync: fsync each stamp before fanning it out; async: leave it to the OS")
     ("fetch-limit", po::value(&options.fetch_limit)->default_value(1000),
      "changes fetched from a node in one request")
