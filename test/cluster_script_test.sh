@@ -42,4 +42,16 @@ bash "$root/scripts/cluster.sh" down --data "$data" | grep -q "cluster stopped"
 for p in $pids; do
   if kill -0 "$p" 2>/dev/null; then echo "process $p still running after down"; exit 1; fi
 done
+# Started again, the cluster still has the item, on every node.
+KV_NO_BUILD=1 KV_BUILD="$bin" timeout 300 bash "$root/scripts/cluster.sh" --nodes 3 \
+  --base-port "$base" --data "$data" --detach > "$out" 2>&1 || { cat "$out"; exit 1; }
+for n in 1 2 3; do
+  HOME="$data" "$bin/kvcli" --nodes "$nodes" --route $n list | grep -q "from the script test" ||
+    { echo "node $n lost the item across a restart"; exit 1; }
+done
+pids=$(cat "$data/cluster.pids")
+bash "$root/scripts/cluster.sh" down --data "$data" | grep -q "cluster stopped"
+for p in $pids; do
+  if kill -0 "$p" 2>/dev/null; then echo "process $p still running after down"; exit 1; fi
+done
 echo "1 passed, 0 failed"

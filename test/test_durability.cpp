@@ -36,7 +36,7 @@ std::string file_text(const std::filesystem::path& p) {
   return ss.str();
 }
 
-// The "id vN title" of every acknowledged create in a kvcli --json transcript.
+// id -> "vN title" of every acknowledged create in a kvcli --json transcript.
 std::map<std::string, std::string> acknowledged(const std::string& out) {
   std::map<std::string, std::string> acked;
   std::istringstream in(out);
@@ -46,7 +46,9 @@ std::map<std::string, std::string> acknowledged(const std::string& out) {
     const auto o = json::parse(line).as_object();
     if (!o.at("ok").as_bool()) continue;
     const auto& it = o.at("items").at(0).as_object();
-    acked[std::string(it.at("id").as_string())] = std::string(it.at("title").as_string());
+    acked[std::string(it.at("id").as_string())] =
+        "v" + std::to_string(it.at("version").to_number<std::uint64_t>()) + " " +
+        std::string(it.at("title").as_string());
   }
   return acked;
 }
@@ -84,9 +86,12 @@ BOOST_AUTO_TEST_CASE(a_node_killed_mid_stream_keeps_every_acknowledged_write) {
   writer.wait();
   BOOST_TEST(acked.size() >= 200u);
   c.start_node(0);
-  std::set<std::string> present;
-  for (const auto& line : c.items_on(1)) present.insert(line.substr(0, line.find(' ')));
-  for (const auto& [id, title] : acked) BOOST_TEST(present.count(id) == 1u, "lost " << id);
+  std::set<std::string> present;  // "id vN title" lines
+  for (const auto& line : c.items_on(1)) present.insert(line);
+  // Every acknowledged create is there, with the version it was acknowledged with.
+  for (const auto& [id, what] : acked) {
+    BOOST_TEST(present.count(id + " " + what) == 1u, "lost " << id << " " << what);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(the_syncer_killed_mid_fanout_never_stamps_a_change_twice) {
