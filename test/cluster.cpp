@@ -198,6 +198,36 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
   }
 }
 
+std::string file_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string script(const std::string& cmd, int n, const std::string& prefix) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += cmd + " " + prefix + std::to_string(i) + "\n";
+  return s;
+}
+
+std::string binary_address(const std::string& ready_line) {
+  const auto b = ready_line.find("binary=") + 7;
+  return ready_line.substr(b, ready_line.find(' ', b) - b);
+}
+
+bool poke_until_seen(Process& watcher, const std::string& text, const std::function<void()>& poke) {
+  return wait_until([&] {
+    poke();
+    try {
+      watcher.wait_for_line(text, 200ms);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  });
+}
+
 Cluster::Cluster(std::size_t nodes, bool with_syncer, std::vector<std::string> extra_node_args)
     : extra_node_args_(std::move(extra_node_args)), syncer_expected_(with_syncer) {
   // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
@@ -230,9 +260,7 @@ void Cluster::start_node(std::size_t i) {
   if (!syncer_expected_) argv.push_back("--standalone");
   n.proc = std::make_unique<Process>(argv, dir() / (n.name + ".log"));
   const std::string line = n.proc->wait_for_line("kvnode " + n.name + " ready");
-  // "kvnode a ready binary=127.0.0.1:P http=127.0.0.1:Q"
-  const auto b = line.find("binary=") + 7;
-  n.binary = line.substr(b, line.find(' ', b) - b);
+  n.binary = binary_address(line);
   n.binary_port = static_cast<std::uint16_t>(std::stoi(n.binary.substr(n.binary.rfind(':') + 1)));
   n.http_port = static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
 }

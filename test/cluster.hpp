@@ -62,6 +62,16 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
 // Polls `cond` every few milliseconds until it holds or the deadline passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline = 20s);
 
+// Small helpers the cluster tests share.
+std::string file_text(const std::filesystem::path& p);
+// `n` lines "CMD PREFIX0", "CMD PREFIX1", ...: a kvcli script.
+std::string script(const std::string& cmd, int n, const std::string& prefix);
+// "host:port" from a binary's ready line ("kvnode a ready binary=127.0.0.1:P http=...").
+std::string binary_address(const std::string& ready_line);
+// Runs `poke` until `watcher` prints a line containing `text` (a subscription that is still
+// coming up misses the first pokes).
+bool poke_until_seen(Process& watcher, const std::string& text, const std::function<void()>& poke);
+
 struct NodeInfo {
   std::string name;
   std::string binary;  // host:port

@@ -34,21 +34,8 @@ std::vector<json::object> json_lines(const std::string& out) {
   return v;
 }
 
-std::string file_text(const std::filesystem::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::size_t count_items(const json::object& o) {
   return o.at("items").as_array().size();
-}
-
-std::string script(const std::string& cmd, int n, const std::string& prefix) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s += cmd + " " + prefix + std::to_string(i) + "\n";
-  return s;
 }
 
 std::set<std::string> ids_of(const std::vector<json::object>& results) {
@@ -285,15 +272,7 @@ BOOST_AUTO_TEST_CASE(kvcli_watch_prints_notifications_until_interrupted) {
                                 "watch"};
   Process watch(argv, c.dir() / "watch.log");
   // Watching starts when both subscriptions are up; create until the watcher has seen one.
-  BOOST_TEST(wait_until([&] {
-    c.cli({"--route", "1", "create", "watched"});
-    try {
-      watch.wait_for_line("{", 200ms);
-      return true;
-    } catch (const std::exception&) {
-      return false;
-    }
-  }));
+  BOOST_TEST(poke_until_seen(watch, "{", [&] { c.cli({"--route", "1", "create", "watched"}); }));
   watch.signal(SIGINT);
   BOOST_TEST(watch.wait() == 0);
 }
@@ -423,14 +402,8 @@ BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goe
   std::vector<std::string> argv{(bin_dir() / "kvcli").string(), "--nodes", c.nodes_arg(), "--json",
                                 "watch"};
   Process watcher(argv, c.dir() / "watch.log");
-  BOOST_TEST(wait_until([&] {
+  BOOST_TEST(poke_until_seen(watcher, "after the overflow", [&] {
     c.cli({"create", "after the overflow"});
-    try {
-      watcher.wait_for_line("after the overflow", 200ms);
-      return true;
-    } catch (const std::exception&) {
-      return false;
-    }
   }));
   watcher.signal(SIGINT);
   BOOST_TEST(watcher.wait() == 0);

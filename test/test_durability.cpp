@@ -23,19 +23,6 @@ using namespace kv::test;
 namespace json = boost::json;
 
 namespace {
-std::string script(const std::string& cmd, int n, const std::string& prefix) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s += cmd + " " + prefix + std::to_string(i) + "\n";
-  return s;
-}
-
-std::string file_text(const std::filesystem::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // id -> "vN title" of every acknowledged create in a kvcli --json transcript.
 std::map<std::string, std::string> acknowledged(const std::string& out) {
   std::map<std::string, std::string> acked;
@@ -230,9 +217,7 @@ BOOST_AUTO_TEST_CASE(two_nodes_with_one_name_are_not_both_synced) {
   test::TempDir other;
   Process twin({(bin_dir() / "kvnode").string(), "--name", "a", "--data", (other / "a").string()},
                other / "twin.log");
-  const std::string ready = twin.wait_for_line("ready");
-  const auto b = ready.find("binary=") + 7;
-  const std::string twin_addr = ready.substr(b, ready.find(' ', b) - b);
+  const std::string twin_addr = binary_address(twin.wait_for_line("ready"));
   Process sync({(bin_dir() / "kvsync").string(), "--nodes", c.node(0).binary + "," + twin_addr,
                 "--data", (other / "sync").string()},
                other / "sync.log");
@@ -329,9 +314,7 @@ BOOST_AUTO_TEST_CASE(a_full_disk_fails_writes_clearly_loses_nothing_and_recovers
   Process node({(bin_dir() / "kvnode").string(), "--name", "a", "--standalone", "--data",
                 (disk.path / "n").string()},
                dir / "node.log");
-  const std::string ready = node.wait_for_line("ready");
-  const auto b = ready.find("binary=") + 7;
-  const std::string addr = ready.substr(b, ready.find(' ', b) - b);
+  const std::string addr = binary_address(node.wait_for_line("ready"));
   // Leave little room.
   {
     std::ofstream filler(disk.path / "filler", std::ios::binary);
@@ -365,9 +348,7 @@ BOOST_AUTO_TEST_CASE(a_full_disk_fails_writes_clearly_loses_nothing_and_recovers
   Process again({(bin_dir() / "kvnode").string(), "--name", "a", "--standalone", "--data",
                  (disk.path / "n").string()},
                 dir / "node2.log");
-  const std::string ready2 = again.wait_for_line("ready");
-  const auto b2 = ready2.find("binary=") + 7;
-  const std::string addr2 = ready2.substr(b2, ready2.find(' ', b2) - b2);
+  const std::string addr2 = binary_address(again.wait_for_line("ready"));
   list = run_cli({"--nodes", addr2, "--json", "list"});
   const json::value listed = json::parse(list.out);
   std::set<std::string> present;
