@@ -1,0 +1,380 @@
+// kvbench: a load generator for kvnode's binary protocol.
+//
+// Closed loop: every connection keeps `--depth` requests in flight and sends the next as soon as
+// one is answered. Open loop (`--rate`): requests are sent on a fixed schedule, and latency is
+// measured from the time a request was due, not from when it went out, so a stalled server
+// shows up as queueing delay instead of being hidden (coordinated omission).
+// Lag mode (`--lag-to`): writes to --target at a fixed --rate and measures, for each write, the
+// time from its acknowledgement to its notification on another node.
+//
+// Prints one human line and, with --json, one JSON object: ops, seconds, ops/s, errors and
+// latency percentiles in microseconds.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <boost/program_options.hpp>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <unordered_map>
+
+#include "common/node_client.hpp"
+#include "common/notification.hpp"
+#include "common/ws_client.hpp"
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+namespace msg = kv::proto::msg;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Log-linear histogram of microseconds: 32 sub-buckets per power of two (about 3% precision),
+// fixed memory, no allocation while recording.
+class Histogram {
+ public:
+  void record(double us) {
+    const auto v = static_cast<std::uint64_t>(std::max(0.0, us));
+    ++counts_[index(v)];
+    ++total_;
+    max_ = std::max(max_, v);
+  }
+  std::uint64_t count() const { return total_; }
+  double percentile(double p) const {
+    if (total_ == 0) return 0;
+    const auto want = static_cast<std::uint64_t>(std::ceil(p / 100.0 * total_));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+      seen += counts_[i];
+      if (seen >= want) return static_cast<double>(std::min(upper(i), max_));
+    }
+    return static_cast<double>(max_);
+  }
+  double max() const { return static_cast<double>(max_); }
+
+ private:
+  static constexpr std::uint64_t kSub = 32;
+  static std::size_t index(std::uint64_t v) {
+    if (v < 2 * kSub) return v;
+    const int msb = 63 - __builtin_clzll(v);  // >= 6
+    const int shift = msb - 5;                // keep the top 6 bits: 32..63
+    return static_cast<std::size_t>(2 * kSub + (shift - 1) * kSub + ((v >> shift) - kSub));
+  }
+  static std::uint64_t upper(std::size_t i) {
+    if (i < 2 * kSub) return i;
+    const std::uint64_t shift = (i - 2 * kSub) / kSub + 1;
+    const std::uint64_t mant = (i - 2 * kSub) % kSub + kSub;
+    return ((mant + 1) << shift) - 1;
+  }
+  std::array<std::uint64_t, 2 * kSub + 60 * kSub> counts_{};
+  std::uint64_t total_ = 0;
+  std::uint64_t max_ = 0;
+};
+
+struct Options {
+  std::string target = "127.0.0.1:7001";
+  std::string op = "create";  // create | get | update
+  int connections = 50;
+  int depth = 1;
+  double seconds = 5;
+  double warmup = 1;
+  double rate = 0;     // requests per second in total; 0: closed loop
+  std::string lag_to;  // lag mode: the node whose notifications we wait for
+  int keys = 1000;     // get/update: items created first
+  bool json = false;
+};
+
+struct Run {
+  Options o;
+  Histogram latency;
+  std::uint64_t ops = 0;  // completed while measuring
+  std::uint64_t errors = 0;
+  std::string first_error;
+  bool measuring = false;
+  Clock::time_point end;
+  std::vector<std::string> ids;
+  std::uint64_t next = 0;
+
+  msg::Create create() { return msg::Create{"bench " + std::to_string(next++)}; }
+  kv::proto::Request request() {
+    if (o.op == "create") return create();
+    const std::string& id = ids[next++ % ids.size()];
+    if (o.op == "get") return msg::Get{id};
+    return msg::Update{id, next % 2 == 0, std::nullopt};
+  }
+  void done(Clock::time_point since, const kv::proto::Response& r) {
+    if (auto* e = std::get_if<msg::Error>(&r)) return fail(e->message);
+    if (!measuring) return;
+    ++ops;
+    latency.record(std::chrono::duration<double, std::micro>(Clock::now() - since).count());
+  }
+  void fail(const std::string& what) {
+    if (!measuring) return;
+    if (errors++ == 0) first_error = what;
+  }
+};
+
+asio::awaitable<void> closed_loop(kv::NodeClient& c, Run& run) {
+  while (Clock::now() < run.end && c.is_open()) {
+    const auto t0 = Clock::now();
+    try {
+      run.done(t0, co_await c.call(run.request(), 10s));
+    } catch (const std::exception& e) {
+      run.fail(e.what());
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> one_request(kv::NodeClient& c, Run& run, kv::proto::Request req,
+                                  Clock::time_point due, int& in_flight) {
+  ++in_flight;
+  try {
+    run.done(due, co_await c.call(std::move(req), 10s));
+  } catch (const std::exception& e) {
+    run.fail(e.what());
+  }
+  --in_flight;
+}
+
+// Sends on a fixed schedule whatever the answers do; latency counts from the due time.
+asio::awaitable<void> open_loop(kv::NodeClient& c, Run& run, double per_second) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer timer(ex);
+  const auto interval =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / per_second));
+  auto due = Clock::now();
+  int in_flight = 0;
+  while (due < run.end && c.is_open()) {
+    timer.expires_at(due);
+    co_await timer.async_wait(asio::use_awaitable);
+    if (in_flight < 100000) {
+      asio::co_spawn(ex, one_request(c, run, run.request(), due, in_flight), asio::detached);
+    } else {
+      run.fail("more than 100000 requests outstanding on one connection");
+    }
+    due += interval;
+  }
+  while (in_flight > 0) {  // let the last answers in, within the run's grace period
+    timer.expires_after(1ms);
+    co_await timer.async_wait(asio::use_awaitable);
+    if (Clock::now() > run.end + 10s) break;
+  }
+}
+
+// Lag: the time from a write's acknowledgement on --target to its notification on --lag-to.
+asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& run) {
+  auto ex = co_await asio::this_coro::executor;
+  std::unordered_map<std::string, Clock::time_point> acked, seen;
+  auto match = [&](const std::string& id) {
+    auto a = acked.find(id);
+    auto s = seen.find(id);
+    if (a == acked.end() || s == seen.end()) return;
+    if (run.measuring) {
+      ++run.ops;
+      run.latency.record(
+          std::max(0.0, std::chrono::duration<double, std::micro>(s->second - a->second).count()));
+    }
+    acked.erase(a);
+    seen.erase(s);
+  };
+  bool stop = false;
+  asio::co_spawn(
+      ex,
+      [&]() -> asio::awaitable<void> {
+        while (!stop) {
+          auto n = kv::parse_notification(co_await ws.next());
+          if (!n || n->kind != kv::Notification::Kind::kSynced || n->op != "create") continue;
+          seen.emplace(n->item.id, Clock::now());
+          match(n->item.id);
+        }
+      },
+      [](std::exception_ptr) {});
+  asio::steady_timer timer(ex);
+  const auto interval =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / run.o.rate));
+  auto due = Clock::now();
+  int in_flight = 0;
+  while (due < run.end) {
+    timer.expires_at(due);
+    co_await timer.async_wait(asio::use_awaitable);
+    asio::co_spawn(
+        ex,
+        [&, due]() -> asio::awaitable<void> {
+          ++in_flight;
+          try {
+            auto r = co_await c.call(run.create(), 10s);
+            if (auto* item = std::get_if<msg::ItemReply>(&r)) {
+              acked.emplace(item->item.id, Clock::now());
+              match(item->item.id);
+            } else {
+              run.fail("write refused");
+            }
+          } catch (const std::exception& e) {
+            run.fail(e.what());
+          }
+          --in_flight;
+        },
+        asio::detached);
+    due += interval;
+  }
+  // Wait (bounded) for the last notifications.
+  const auto grace = Clock::now() + 5s;
+  while ((!acked.empty() || in_flight > 0) && Clock::now() < grace) {
+    timer.expires_after(2ms);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  if (!acked.empty() && run.measuring) {
+    run.errors += acked.size();
+    if (run.first_error.empty()) run.first_error = "writes never seen on the other node";
+  }
+  stop = true;
+  ws.close();
+}
+
+asio::awaitable<void> bench(Run& run) {
+  auto ex = co_await asio::this_coro::executor;
+  const auto [host, port] = kv::parse_host_port(run.o.target);
+  std::vector<std::unique_ptr<kv::NodeClient>> clients;
+  for (int i = 0; i < run.o.connections; ++i) {
+    clients.push_back(std::make_unique<kv::NodeClient>(ex));
+    co_await clients.back()->connect(host, port, 5s);
+  }
+  if (run.o.op != "create" && run.o.lag_to.empty()) {
+    // Items to read or update, created through one pipelined connection.
+    for (int i = 0; i < run.o.keys; ++i) {
+      auto r = co_await clients[0]->call(run.create(), 10s);
+      run.ids.push_back(std::get<msg::ItemReply>(r).item.id);
+    }
+  }
+  asio::steady_timer phase(ex);
+  const auto start = Clock::now();
+  run.end = start + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(run.o.warmup + run.o.seconds));
+  // Flip to measuring after the warm-up.
+  asio::co_spawn(
+      ex,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ex, start + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(run.o.warmup)));
+        co_await t.async_wait(asio::use_awaitable);
+        run.measuring = true;
+      },
+      asio::detached);
+
+  if (!run.o.lag_to.empty()) {
+    const auto [lhost, lport] = kv::parse_host_port(run.o.lag_to);
+    kv::NodeClient probe(ex);
+    co_await probe.connect(lhost, lport, 5s);
+    auto st = std::get<msg::StatusReply>(co_await probe.call(msg::Status{}, 5s)).status;
+    kv::WsSubscription ws(ex);
+    co_await ws.connect(lhost, static_cast<std::uint16_t>(st.http_port), 5s);
+    co_await lag_run(*clients[0], ws, run);
+    co_return;
+  }
+  int live = 0;
+  for (auto& c : clients) {
+    for (int d = 0; d < (run.o.rate > 0 ? 1 : run.o.depth); ++d) {
+      ++live;
+      auto task = run.o.rate > 0 ? open_loop(*c, run, run.o.rate / run.o.connections)
+                                 : closed_loop(*c, run);
+      asio::co_spawn(ex, std::move(task), [&live](std::exception_ptr) { --live; });
+    }
+  }
+  while (live > 0) {
+    phase.expires_after(5ms);
+    co_await phase.async_wait(asio::use_awaitable);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Run run;
+  Options& o = run.o;
+  po::options_description opts(
+      "kvbench: load for kvnode's binary protocol\n\n"
+      "  kvbench --target H:P --op create --connections 50 --depth 16 --seconds 5\n"
+      "  kvbench --target H:P --op create --rate 2000 --lag-to H:Q   (replication lag)\n\n"
+      "Options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("target", po::value(&o.target)->default_value(o.target), "node to load, host:port")
+    ("op", po::value(&o.op)->default_value(o.op), "create | get | update")
+    ("connections,c", po::value(&o.connections)->default_value(o.connections), "connections")
+    ("depth,d", po::value(&o.depth)->default_value(o.depth), "requests in flight per connection")
+    ("seconds", po::value(&o.seconds)->default_value(o.seconds), "measured time")
+    ("warmup", po::value(&o.warmup)->default_value(o.warmup), "unmeasured time before")
+    ("rate", po::value(&o.rate)->default_value(0), "open loop: requests/s in total (0: closed)")
+    ("lag-to", po::value(&o.lag_to), "lag mode: node whose notifications to wait for")
+    ("keys", po::value(&o.keys)->default_value(o.keys), "items created first for get/update")
+    ("json", "print a JSON line");
+  // clang-format on
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    if (vm.count("help")) {
+      std::cout << opts << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    o.json = vm.count("json") > 0;
+    if (o.op != "create" && o.op != "get" && o.op != "update") throw std::invalid_argument("--op");
+    if (o.connections < 1 || o.depth < 1 || o.seconds <= 0 || o.warmup < 0 || o.keys < 1) {
+      throw std::invalid_argument("counts and times must be positive");
+    }
+    if (!o.lag_to.empty() && (o.rate <= 0 || o.op != "create")) {
+      throw std::invalid_argument("lag mode needs --op create and a --rate");
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "kvbench: " << e.what() << "\nTry 'kvbench --help'.\n";
+    return 2;
+  }
+
+  asio::io_context io(1);
+  std::exception_ptr failure;
+  asio::co_spawn(io, bench(run), [&](std::exception_ptr e) { failure = e; });
+  io.run();
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      std::cerr << "kvbench: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  const double ops_s = run.ops / o.seconds;
+  const auto& h = run.latency;
+  std::cout << (o.lag_to.empty() ? o.op : "lag") << " c=" << o.connections << " d=" << o.depth
+            << (o.rate > 0 ? " rate=" + std::to_string(static_cast<long>(o.rate)) : "") << ": "
+            << static_cast<long>(ops_s) << " ops/s, p50 " << h.percentile(50) << " us, p99 "
+            << h.percentile(99) << " us, p99.9 " << h.percentile(99.9) << " us, max " << h.max()
+            << " us, errors " << run.errors
+            << (run.first_error.empty() ? "" : " (" + run.first_error + ")") << "\n";
+  if (o.json) {
+    boost::json::object j{{"op", o.lag_to.empty() ? o.op : "lag"},
+                          {"connections", o.connections},
+                          {"depth", o.depth},
+                          {"rate", o.rate},
+                          {"ops", run.ops},
+                          {"seconds", o.seconds},
+                          {"ops_per_sec", ops_s},
+                          {"errors", run.errors},
+                          {"p50_us", h.percentile(50)},
+                          {"p90_us", h.percentile(90)},
+                          {"p99_us", h.percentile(99)},
+                          {"p999_us", h.percentile(99.9)},
+                          {"max_us", h.max()}};
+    std::cout << boost::json::serialize(j) << "\n";
+  }
+  return run.errors > 0 && run.ops == 0 ? 1 : 0;
+}
