@@ -62,6 +62,10 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
 // Polls `cond` every few milliseconds until it holds or the deadline passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline = 20s);
 
+// A blocking TCP connection to 127.0.0.1:port whose reads time out after `read_timeout_s`,
+// with a receive buffer of `receive_buffer` bytes if given. Returns the fd, or -1.
+int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer = 0);
+
 // Small helpers the cluster tests share.
 std::string file_text(const std::filesystem::path& p);
 // `n` lines "CMD PREFIX0", "CMD PREFIX1", ...: a kvcli script.

@@ -4,10 +4,7 @@
 #define BOOST_TEST_MODULE cluster
 #include <boost/test/unit_test.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -280,14 +277,8 @@ BOOST_AUTO_TEST_CASE(kvcli_watch_prints_notifications_until_interrupted) {
 BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
   Cluster c(1, false);
   auto connect = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(c.node(0).binary_port);
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const int fd = connect_loopback(c.node(0).binary_port, 5);
+    BOOST_TEST_REQUIRE(fd >= 0);
     return fd;
   };
   std::string buf;  // bytes read but not yet decoded, for the connection in use
@@ -352,16 +343,8 @@ BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
 BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goes_on) {
   Cluster c(1, false, {"--subscriber-queue", "64"});
   // A WebSocket subscriber with a tiny receive buffer that never reads after the handshake.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  timeval tv{1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(c.node(0).http_port);
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  const int fd = connect_loopback(c.node(0).http_port, 1, /*receive_buffer=*/4096);
+  BOOST_TEST_REQUIRE(fd >= 0);
   const std::string upgrade =
       "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

@@ -3,8 +3,6 @@
 #include <editline/readline.h>
 #include <unistd.h>
 
-#include <boost/algorithm/string/classification.hpp>
-#include <boost/algorithm/string/split.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
@@ -16,6 +14,7 @@
 
 #include "client/commands.hpp"
 #include "client/session.hpp"
+#include "common/command_line.hpp"
 #include "common/node_client.hpp"
 
 namespace po = boost::program_options;
@@ -156,10 +155,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
-    boost::split(so.nodes, nodes, boost::is_any_of(","), boost::token_compress_on);
-    std::erase(so.nodes, std::string{});
-    if (so.nodes.empty()) throw std::invalid_argument("--nodes names no node");
-    for (const auto& n : so.nodes) kv::parse_host_port(n);
+    so.nodes = kv::command_line::node_list(nodes);
     so.route = route;
     so.json = vm.count("json") > 0;
     so.timeout = std::chrono::milliseconds(timeout_ms);

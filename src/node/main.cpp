@@ -9,6 +9,7 @@
 
 #include <iostream>
 
+#include "common/command_line.hpp"
 #include "common/log.hpp"
 #include "common/notification.hpp"
 #include "node/binary_server.hpp"
@@ -49,24 +50,16 @@ int main(int argc, char** argv) {
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
   // clang-format on
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    if (durability != "sync" && durability != "async") {
-      throw std::invalid_argument("--durability must be sync or async");
-    }
-    kv::log::init(level);
-  } catch (const std::exception& e) {
-    std::cerr << "kvnode: " << e.what() << "\nTry 'kvnode --help'.\n";
-    return 2;
+  bool sync = true;
+  if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvnode", [&] {
+        sync = kv::command_line::sync_durability(durability);
+        kv::log::init(level);
+      })) {
+    return *code;
   }
 
   try {
-    kv::node::Store store({data, name, durability == "sync", /*background_commit=*/true,
+    kv::node::Store store({data, name, sync, /*background_commit=*/true,
                            /*await_syncer=*/vm.count("standalone") == 0});
     // Declared before the io_context: the sessions it destroys on exit still refer to them.
     kv::node::NotificationHub hub;

@@ -1,8 +1,6 @@
 // kvsync: the sync daemon. Fetches each node's local changes when its WebSocket notification
 // says there are some, stamps them with the syncer's own version, and fans them out to every
 // node. See docs/sync.md.
-#include <boost/algorithm/string/classification.hpp>
-#include <boost/algorithm/string/split.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -10,6 +8,7 @@
 
 #include <iostream>
 
+#include "common/command_line.hpp"
 #include "common/log.hpp"
 #include "common/node_client.hpp"
 #include "common/protocol.hpp"
@@ -40,32 +39,19 @@ int main(int argc, char** argv) {
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
   // clang-format on
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    boost::split(options.nodes, nodes, boost::is_any_of(","), boost::token_compress_on);
-    std::erase(options.nodes, std::string{});
-    if (options.nodes.empty()) throw std::invalid_argument("--nodes names no node");
-    for (const auto& n : options.nodes) kv::parse_host_port(n);
-    if (durability != "sync" && durability != "async") {
-      throw std::invalid_argument("--durability must be sync or async");
-    }
-    if (options.fetch_limit == 0 || options.batch_limit == 0 ||
-        options.fetch_limit > kv::proto::kMaxFetchLimit) {
-      throw std::invalid_argument("--fetch-limit must be 1 to " +
-                                  std::to_string(kv::proto::kMaxFetchLimit) +
-                                  " and --batch-limit positive");
-    }
-    options.data = data;
-    options.sync_writes = durability == "sync";
-    kv::log::init(level);
-  } catch (const std::exception& e) {
-    std::cerr << "kvsync: " << e.what() << "\nTry 'kvsync --help'.\n";
-    return 2;
+  if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvsync", [&] {
+        options.nodes = kv::command_line::node_list(nodes);
+        options.sync_writes = kv::command_line::sync_durability(durability);
+        if (options.fetch_limit == 0 || options.batch_limit == 0 ||
+            options.fetch_limit > kv::proto::kMaxFetchLimit) {
+          throw std::invalid_argument("--fetch-limit must be 1 to " +
+                                      std::to_string(kv::proto::kMaxFetchLimit) +
+                                      " and --batch-limit positive");
+        }
+        options.data = data;
+        kv::log::init(level);
+      })) {
+    return *code;
   }
 
   try {
