@@ -10,11 +10,14 @@
 // Prints one human line and, with --json, one JSON object: ops, seconds, ops/s, errors and
 // latency percentiles in microseconds.
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
@@ -86,9 +89,10 @@ struct Options {
   int depth = 1;
   double seconds = 5;
   double warmup = 1;
-  double rate = 0;     // requests per second in total; 0: closed loop
-  std::string lag_to;  // lag mode: the node whose notifications we wait for
-  int keys = 1000;     // get/update: items created first
+  double rate = 0;        // requests per second in total; 0: closed loop
+  std::string lag_to;     // lag mode: the node whose notifications we wait for
+  std::string redis_lag;  // Redis lag mode: "MASTER,REPLICA" (host:port each)
+  int keys = 1000;        // get/update: items created first
   bool json = false;
 };
 
@@ -240,8 +244,195 @@ asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& ru
   ws.close();
 }
 
+// A minimal RESP connection: commands as arrays of bulk strings, replies read whole (simple
+// strings, errors, integers, bulk strings and arrays of them), flattened to strings.
+class Resp {
+ public:
+  explicit Resp(asio::any_io_executor ex) : socket_(ex) {}
+  asio::awaitable<void> connect(const std::string& address) {
+    const auto [host, port] = kv::parse_host_port(address);
+    asio::ip::tcp::resolver r(socket_.get_executor());
+    auto eps = co_await r.async_resolve(host, std::to_string(port), asio::use_awaitable);
+    co_await asio::async_connect(socket_, eps, asio::use_awaitable);
+    socket_.set_option(asio::ip::tcp::no_delay(true));
+  }
+  asio::awaitable<void> send(const std::vector<std::string>& args) {
+    std::string out = "*" + std::to_string(args.size()) + "\r\n";
+    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    co_await asio::async_write(socket_, asio::buffer(out), asio::use_awaitable);
+  }
+  asio::awaitable<std::vector<std::string>> read() {
+    for (;;) {
+      std::vector<std::string> out;
+      std::size_t pos = 0;
+      if (parse(pos, out)) {
+        in_.erase(0, pos);
+        co_return out;
+      }
+      char buf[16384];
+      const std::size_t n =
+          co_await socket_.async_read_some(asio::buffer(buf), asio::use_awaitable);
+      in_.append(buf, n);
+    }
+  }
+
+ private:
+  // One value at `pos`; false if the buffer does not hold all of it yet.
+  bool parse(std::size_t& pos, std::vector<std::string>& out) {
+    const auto eol = in_.find("\r\n", pos);
+    if (eol == std::string::npos) return false;
+    const char kind = in_[pos];
+    const std::string head = in_.substr(pos + 1, eol - pos - 1);
+    if (kind == '+' || kind == '-' || kind == ':') {
+      if (kind == '-') throw std::runtime_error("redis: " + head);
+      out.push_back(head);
+      pos = eol + 2;
+      return true;
+    }
+    const long n = std::stol(head);
+    if (kind == '$') {
+      if (n < 0) {
+        out.emplace_back();
+        pos = eol + 2;
+        return true;
+      }
+      if (in_.size() < eol + 2 + n + 2) return false;
+      out.push_back(in_.substr(eol + 2, n));
+      pos = eol + 2 + n + 2;
+      return true;
+    }
+    std::size_t p = eol + 2;  // '*': an array
+    for (long i = 0; i < n; ++i) {
+      if (!parse(p, out)) return false;
+    }
+    pos = p;
+    return true;
+  }
+  asio::ip::tcp::socket socket_;
+  std::string in_;
+
+ public:
+  void close() {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
+};
+
+// Writes acknowledged on one side and seen on the other, matched by key.
+struct LagMeter {
+  Run& run;
+  std::unordered_map<std::string, Clock::time_point> acked, seen;
+  void ack(const std::string& key) {
+    acked.emplace(key, Clock::now());
+    match(key);
+  }
+  void see(const std::string& key) {
+    seen.emplace(key, Clock::now());
+    match(key);
+  }
+  void match(const std::string& key) {
+    auto a = acked.find(key);
+    auto s = seen.find(key);
+    if (a == acked.end() || s == seen.end()) return;
+    if (run.measuring) {
+      ++run.ops;
+      run.latency.record(
+          std::max(0.0, std::chrono::duration<double, std::micro>(s->second - a->second).count()));
+    }
+    acked.erase(a);
+    seen.erase(s);
+  }
+};
+
+asio::awaitable<void> redis_watch(Resp& sub, LagMeter& meter) {
+  const std::string prefix = "__keyspace@0__:";
+  for (;;) {
+    auto m = co_await sub.read();  // pmessage, pattern, channel, event
+    if (m.size() == 4 && m[0] == "pmessage") meter.see(m[2].substr(prefix.size()));
+  }
+}
+
+asio::awaitable<void> redis_write(Resp& master, LagMeter& meter, int first, int step) {
+  Run& run = meter.run;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  const auto interval =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(step / run.o.rate));
+  auto due = Clock::now() + interval * first / step;
+  for (std::uint64_t n = first; due < run.end; n += step, due += interval) {
+    timer.expires_at(due);
+    co_await timer.async_wait(asio::use_awaitable);
+    const std::string key = "lag:" + std::to_string(n);
+    const std::vector<std::string> set{"SET", key, "x"};  // (GCC 12: no braced list in co_await)
+    co_await master.send(set);
+    co_await master.read();
+    meter.ack(key);
+  }
+}
+
+// Redis's replication lag, measured like ours: SET on the master at a fixed rate over a few
+// connections, and the time from each SET's reply to the replica's keyspace notification.
+asio::awaitable<void> redis_lag_run(Run& run) {
+  auto ex = co_await asio::this_coro::executor;
+  const auto comma = run.o.redis_lag.find(',');
+  if (comma == std::string::npos) throw std::invalid_argument("--redis-lag takes MASTER,REPLICA");
+  Resp sub(ex);
+  co_await sub.connect(run.o.redis_lag.substr(comma + 1));
+  const std::vector<std::string> config{"CONFIG", "SET", "notify-keyspace-events", "K$"};
+  const std::vector<std::string> subscribe{"PSUBSCRIBE", "__keyspace@0__:lag:*"};
+  co_await sub.send(config);
+  co_await sub.read();
+  co_await sub.send(subscribe);
+  co_await sub.read();
+  LagMeter meter{run, {}, {}};
+  asio::co_spawn(ex, redis_watch(sub, meter), [](std::exception_ptr) {});
+  const int conns = std::max(1, run.o.connections);
+  std::vector<std::unique_ptr<Resp>> masters;
+  for (int i = 0; i < conns; ++i) {
+    masters.push_back(std::make_unique<Resp>(ex));
+    co_await masters.back()->connect(run.o.redis_lag.substr(0, comma));
+  }
+  int live = conns;
+  for (int i = 0; i < conns; ++i) {
+    asio::co_spawn(ex, redis_write(*masters[i], meter, i, conns),
+                   [&run, &live](std::exception_ptr e) {
+                     if (e) run.fail("a SET failed");
+                     --live;
+                   });
+  }
+  asio::steady_timer timer(ex);
+  while (live > 0) {
+    timer.expires_after(2ms);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  const auto grace = Clock::now() + 5s;
+  while (!meter.acked.empty() && Clock::now() < grace) {
+    timer.expires_after(2ms);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  if (!meter.acked.empty() && run.measuring) run.errors += meter.acked.size();
+  sub.close();
+  timer.expires_after(2ms);  // let the watcher see its socket close
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
 asio::awaitable<void> bench(Run& run) {
   auto ex = co_await asio::this_coro::executor;
+  if (!run.o.redis_lag.empty()) {
+    const auto start = Clock::now();
+    run.end = start + std::chrono::duration_cast<Clock::duration>(
+                          std::chrono::duration<double>(run.o.warmup + run.o.seconds));
+    asio::co_spawn(
+        ex,
+        [&]() -> asio::awaitable<void> {
+          asio::steady_timer t(ex, start + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(run.o.warmup)));
+          co_await t.async_wait(asio::use_awaitable);
+          run.measuring = true;
+        },
+        asio::detached);
+    co_await redis_lag_run(run);
+    co_return;
+  }
   const auto [host, port] = kv::parse_host_port(run.o.target);
   std::vector<std::unique_ptr<kv::NodeClient>> clients;
   for (int i = 0; i < run.o.connections; ++i) {
@@ -316,6 +507,8 @@ int main(int argc, char** argv) {
     ("warmup", po::value(&o.warmup)->default_value(o.warmup), "unmeasured time before")
     ("rate", po::value(&o.rate)->default_value(0), "open loop: requests/s in total (0: closed)")
     ("lag-to", po::value(&o.lag_to), "lag mode: node whose notifications to wait for")
+    ("redis-lag", po::value(&o.redis_lag),
+     "the same for Redis: MASTER,REPLICA (host:port each); keyspace events on the replica")
     ("keys", po::value(&o.keys)->default_value(o.keys), "items created first for get/update")
     ("json", "print a JSON line");
   // clang-format on
@@ -332,7 +525,7 @@ int main(int argc, char** argv) {
     if (o.connections < 1 || o.depth < 1 || o.seconds <= 0 || o.warmup < 0 || o.keys < 1) {
       throw std::invalid_argument("counts and times must be positive");
     }
-    if (!o.lag_to.empty() && (o.rate <= 0 || o.op != "create")) {
+    if ((!o.lag_to.empty() || !o.redis_lag.empty()) && (o.rate <= 0 || o.op != "create")) {
       throw std::invalid_argument("lag mode needs --op create and a --rate");
     }
   } catch (const std::exception& e) {
@@ -354,14 +547,15 @@ int main(int argc, char** argv) {
   }
   const double ops_s = run.ops / o.seconds;
   const auto& h = run.latency;
-  std::cout << (o.lag_to.empty() ? o.op : "lag") << " c=" << o.connections << " d=" << o.depth
+  const bool lag = !o.lag_to.empty() || !o.redis_lag.empty();
+  std::cout << (lag ? "lag" : o.op) << " c=" << o.connections << " d=" << o.depth
             << (o.rate > 0 ? " rate=" + std::to_string(static_cast<long>(o.rate)) : "") << ": "
             << static_cast<long>(ops_s) << " ops/s, p50 " << h.percentile(50) << " us, p99 "
             << h.percentile(99) << " us, p99.9 " << h.percentile(99.9) << " us, max " << h.max()
             << " us, errors " << run.errors
             << (run.first_error.empty() ? "" : " (" + run.first_error + ")") << "\n";
   if (o.json) {
-    boost::json::object j{{"op", o.lag_to.empty() ? o.op : "lag"},
+    boost::json::object j{{"op", lag ? "lag" : o.op},
                           {"connections", o.connections},
                           {"depth", o.depth},
                           {"rate", o.rate},

@@ -153,9 +153,21 @@ done
 pids+=($!)
 wait_for grep -q ready "$tmp/sync.out"
 wait_for "$bin/kvcli" --nodes "127.0.0.1:$p1" --route 1 create warm-up
+rport2=$(port)
+mkdir -p "$tmp/replica"
+redis-server --port "$rport2" --bind 127.0.0.1 --dir "$tmp/replica" --appendonly yes \
+  --appendfsync always --save "" --replicaof 127.0.0.1 "$rport" > "$tmp/replica.log" 2>&1 &
+pids+=($!)
+wait_for bash -c "redis-cli -p $rport2 info replication | grep -q master_link_status:up"
 j=$(kvbench --target "127.0.0.1:$p1" --op create -c 4 --rate 2000 --lag-to "127.0.0.1:$p2")
-row "lag at 2000 writes/s: p50 / p99 us" "$(json_field "$j" p50_us) / $(json_field "$j" p99_us)" \
-  "(Redis replica lag: not measured yet)" "-" "-"
+r=$(kvbench --redis-lag "127.0.0.1:$rport,127.0.0.1:$rport2" --op create -c 4 --rate 2000)
+for q in p50 p99; do
+  k=$(json_field "$j" ${q}_us)
+  p=$(json_field "$r" ${q}_us)
+  # For lag, lower is better: the ratio is the peer's figure over ours.
+  row "replication lag at 2000 writes/s, $q (us; ratio = Redis / kvstore)" "$k" \
+    "Redis replica keyspace event (appendfsync always)" "$p" "$(ratio "$p" "$k")"
+done
 
 cat "$results"
 if [ $smoke -eq 1 ]; then
@@ -170,7 +182,7 @@ mkdir -p "$(dirname "$out")"
   echo
   echo "Command: \`bench/run.sh\`. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo),"
   echo "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)."
-  echo "Peers: $(redis-server --version | cut -d' ' -f3), etcd $(etcd --version | sed -n 's/etcd Version: //p'), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
+  echo "Peers: Redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2), etcd $(etcd --version | sed -n 's/etcd Version: //p'), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
   echo "Each figure: ${secs} s measured after ${warm} s warm-up (kvbench, wrk); redis-benchmark -n $n_small (-P 1) or $n_big (-P 16)."
   echo "kvstore: kvnode --durability sync; Redis: appendonly yes, appendfsync always; etcd: defaults (fsync per commit)."
   echo
