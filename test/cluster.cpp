@@ -5,7 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,8 +17,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-
-extern char** environ;
 
 namespace kv::test {
 
@@ -44,20 +42,29 @@ Process::Process(std::vector<std::string> argv, const std::filesystem::path& log
   int out[2] = {-1, -1};
   int in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  if (capture_stdout) {
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  } else {
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  }
-  posix_spawn_file_actions_addopen(&fa, 2, log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
-  const int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
+  const int err_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ == 0) {
+    // The child dies with the test, even if the test crashes before its destructors run.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    dup2(in[0], 0);
+    if (capture_stdout) {
+      dup2(out[1], 1);
+    } else {
+      const int null = ::open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+    }
+    if (err_fd >= 0) dup2(err_fd, 2);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  const int rc = pid_ < 0 ? errno : 0;
+  if (err_fd >= 0) ::close(err_fd);
   close(out[1]);
   close(in[0]);
   if (rc != 0) {

@@ -259,6 +259,8 @@ std::size_t SyncLog::purge(std::uint64_t horizon) {
   for (auto it = im.tombstones.begin(); it != im.tombstones.end() && it->first <= horizon; ++it) {
     gone.push_back(it->second);
   }
+  // Nothing to drop: leave purged_upto where it is, so the nodes need not be told anything.
+  if (gone.empty()) return 0;
   const std::uint64_t before = im.purged_upto;
   im.purged_upto = horizon;
   rocksdb::WriteBatch b;

@@ -64,7 +64,8 @@ class SyncLog {
                                std::uint64_t synced_upto) const;
 
   // Compaction: drops the tombstones stamped at or below `horizon`, a stamp every node has
-  // applied (docs/sync.md). Durable on return; returns how many went.
+  // applied (docs/sync.md), and moves purged_upto there. Durable on return; returns how many
+  // went (0: nothing changed).
   std::size_t purge(std::uint64_t horizon);
   std::uint64_t purged_upto() const;
 

@@ -110,8 +110,9 @@ struct Syncer::Impl {
     for (const auto& l : links) horizon = std::min(horizon, l->applied_stamp);
     if (horizon <= log.purged_upto()) return;
     const std::size_t n = log.purge(horizon);
-    if (n > 0) KV_LOG(info) << "compacted " << n << " tombstones up to stamp " << horizon;
-    for (auto& l : links) l->send.notify();
+    if (n == 0) return;
+    KV_LOG(info) << "compacted " << n << " tombstones up to stamp " << horizon;
+    for (auto& l : links) l->send.notify();  // to carry purge_upto
   }
 };
 
