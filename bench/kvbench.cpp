@@ -89,10 +89,11 @@ struct Options {
   int depth = 1;
   double seconds = 5;
   double warmup = 1;
-  double rate = 0;        // requests per second in total; 0: closed loop
-  std::string lag_to;     // lag mode: the node whose notifications we wait for
-  std::string redis_lag;  // Redis lag mode: "MASTER,REPLICA" (host:port each)
-  int keys = 1000;        // get/update: items created first
+  double rate = 0;          // requests per second in total; 0: closed loop
+  std::string lag_to;       // lag mode: the node whose notifications we wait for
+  std::string redis_lag;    // Redis lag mode: "MASTER,REPLICA" (host:port each)
+  int keys = 1000;          // get/update: items created first
+  std::uint64_t count = 0;  // closed loop: stop after this many requests (0: run for --seconds)
   bool json = false;
 };
 
@@ -103,6 +104,8 @@ struct Run {
   std::uint64_t errors = 0;
   std::string first_error;
   bool measuring = false;
+  Clock::time_point measure_start;
+  Clock::time_point last_done;
   Clock::time_point end;
   std::vector<std::string> ids;
   std::uint64_t next = 0;
@@ -118,7 +121,8 @@ struct Run {
     if (auto* e = std::get_if<msg::Error>(&r)) return fail(e->message);
     if (!measuring) return;
     ++ops;
-    latency.record(std::chrono::duration<double, std::micro>(Clock::now() - since).count());
+    last_done = Clock::now();
+    latency.record(std::chrono::duration<double, std::micro>(last_done - since).count());
   }
   void fail(const std::string& what) {
     if (!measuring) return;
@@ -127,7 +131,7 @@ struct Run {
 };
 
 asio::awaitable<void> closed_loop(kv::NodeClient& c, Run& run) {
-  while (Clock::now() < run.end && c.is_open()) {
+  while (Clock::now() < run.end && c.is_open() && (run.o.count == 0 || run.next < run.o.count)) {
     const auto t0 = Clock::now();
     try {
       run.done(t0, co_await c.call(run.request(), 10s));
@@ -458,6 +462,7 @@ asio::awaitable<void> bench(Run& run) {
                                              std::chrono::duration<double>(run.o.warmup)));
         co_await t.async_wait(asio::use_awaitable);
         run.measuring = true;
+        run.measure_start = Clock::now();
       },
       asio::detached);
 
@@ -510,6 +515,8 @@ int main(int argc, char** argv) {
     ("redis-lag", po::value(&o.redis_lag),
      "the same for Redis: MASTER,REPLICA (host:port each); keyspace events on the replica")
     ("keys", po::value(&o.keys)->default_value(o.keys), "items created first for get/update")
+    ("count", po::value(&o.count)->default_value(0),
+     "closed loop: stop after this many requests (with --warmup 0, all are measured)")
     ("json", "print a JSON line");
   // clang-format on
   try {
@@ -545,7 +552,12 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  const double ops_s = run.ops / o.seconds;
+  // Open loop and lag mode run for --seconds; a closed loop with --count ends when it is done.
+  const double measured =
+      o.count > 0 && run.ops > 0
+          ? std::chrono::duration<double>(run.last_done - run.measure_start).count()
+          : o.seconds;
+  const double ops_s = measured > 0 ? run.ops / measured : 0;
   const auto& h = run.latency;
   const bool lag = !o.lag_to.empty() || !o.redis_lag.empty();
   std::cout << (lag ? "lag" : o.op) << " c=" << o.connections << " d=" << o.depth
@@ -560,7 +572,7 @@ int main(int argc, char** argv) {
                           {"depth", o.depth},
                           {"rate", o.rate},
                           {"ops", run.ops},
-                          {"seconds", o.seconds},
+                          {"seconds", measured},
                           {"ops_per_sec", ops_s},
                           {"errors", run.errors},
                           {"p50_us", h.percentile(50)},

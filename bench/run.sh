@@ -34,6 +34,13 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+stop_pid() {  # ends one of our servers and forgets its PID, so cleanup never signals a reused one
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local kept=()
+  for p in "${pids[@]}"; do [ "$p" != "$1" ] && kept+=("$p"); done
+  pids=("${kept[@]}")
+}
 
 # Ports below the ephemeral range, with nothing listening.
 low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
@@ -142,13 +149,17 @@ row "reads/s, 64 conns" "$k" "etcd range (JSON gateway)" "$e" "$(ratio "$k" "$e"
 
 # --- 3. replication lag (two nodes and the syncer) -----------------------------------------------
 p1=$(port); p2=$(port)
-for i in 1 2; do
-  pp=p$i
-  "$bin/kvnode" --name "$( [ $i -eq 1 ] && echo a || echo b)" --data "$tmp/lag$i" --port "${!pp}" \
-    --durability sync > "$tmp/lag$i.out" 2> "$tmp/lag$i.log" &
-  pids+=($!)
+start_node() {  # 1|2: starts node a or b of the two-node cluster; sets node_pid
+  local i=$1 pp=p$1
+  : > "$tmp/lag$i.out"
+  "$bin/kvnode" --name "$( [ "$i" -eq 1 ] && echo a || echo b)" --data "$tmp/lag$i" \
+    --port "${!pp}" --durability sync > "$tmp/lag$i.out" 2>> "$tmp/lag$i.log" &
+  node_pid=$!
+  pids+=($node_pid)
   wait_for grep -q ready "$tmp/lag$i.out"
-done
+}
+start_node 1; pid_a=$node_pid
+start_node 2; pid_b=$node_pid
 "$bin/kvsync" --nodes "127.0.0.1:$p1,127.0.0.1:$p2" --data "$tmp/sync" > "$tmp/sync.out" 2> "$tmp/sync.log" &
 pids+=($!)
 wait_for grep -q ready "$tmp/sync.out"
@@ -168,6 +179,52 @@ for q in p50 p99; do
   row "replication lag at 2000 writes/s, $q (us; ratio = Redis / kvstore)" "$k" \
     "Redis replica keyspace event (appendfsync always)" "$p" "$(ratio "$p" "$k")"
 done
+
+# --- 4. sustained cluster writes: both nodes at once, the syncer running ------------------------
+status() {  # node address, field -> number
+  "$bin/kvcli" --nodes "$1" --json nodes | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}
+"$bin/kvbench" --target "127.0.0.1:$p1" --op create -c 25 -d 4 --warmup "$warm" --seconds "$secs" \
+  --json > "$tmp/both1.json" &
+w1=$!
+"$bin/kvbench" --target "127.0.0.1:$p2" --op create -c 25 -d 4 --warmup "$warm" --seconds "$secs" \
+  --json > "$tmp/both2.json" &
+w2=$!
+wait $w1 $w2
+both=$(( $(json_field "$(tail -1 "$tmp/both1.json")" ops_per_sec) + $(json_field "$(tail -1 "$tmp/both2.json")" ops_per_sec) ))
+t0=$(date +%s%N)
+wait_for bash -c "[ \"\$(\"$bin/kvcli\" --nodes 127.0.0.1:$p1,127.0.0.1:$p2 --json nodes | grep -o '\"unsynced\":0' | wc -l)\" = 2 ] && [ \"\$(\"$bin/kvcli\" --nodes 127.0.0.1:$p1 --json nodes | sed -n 's/.*applied_stamp\":\([0-9]*\).*/\1/p')\" = \"\$(\"$bin/kvcli\" --nodes 127.0.0.1:$p2 --json nodes | sed -n 's/.*applied_stamp\":\([0-9]*\).*/\1/p')\" ]"
+drain_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+row "sustained writes/s to both nodes, syncer running" "$both" "(drained ${drain_ms} ms after the load stopped)" "-" "-"
+
+# --- 5. catch-up: a node that missed many changes -----------------------------------------------
+missed=1000000; [ $smoke -eq 1 ] && missed=2000
+stop_pid "$pid_b"
+"$bin/kvbench" --target "127.0.0.1:$p1" --op create -c 50 -d 16 --warmup 0 --seconds 3600 \
+  --count "$missed" --json > /dev/null
+target=$(status "127.0.0.1:$p1" applied_stamp)
+t0=$(date +%s%N)
+start_node 2; pid_b=$node_pid
+for _ in $(seq 1 12000); do
+  [ "$(status "127.0.0.1:$p2" applied_stamp)" -ge "$target" ] 2>/dev/null && break
+  sleep 0.01
+done
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+row "catch-up after missing $missed changes (changes/s, incl. restart)" \
+  "$(awk -v n="$missed" -v ms="$ms" 'BEGIN { printf "%.0f", n * 1000 / (ms > 0 ? ms : 1) }')" \
+  "(target: 200000)" "-" "-"
+
+# --- 6. memory per item and restart time ----------------------------------------------------------
+items=$(status "127.0.0.1:$p1" items)
+rss_kb=$(awk '/VmRSS/ { print $2 }' "/proc/$pid_a/status")
+row "RSS of node a with $items items (bytes/item, all included)" \
+  "$(awk -v r="$rss_kb" -v n="$items" 'BEGIN { printf "%.0f", r * 1024 / (n > 0 ? n : 1) }')" \
+  "(target: 300 beyond the data)" "-" "-"
+stop_pid "$pid_a"
+t0=$(date +%s%N)
+start_node 1; pid_a=$node_pid
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+row "restart of node a with $items items (ms to ready)" "$ms" "(target: 2000)" "-" "-"
 
 cat "$results"
 if [ $smoke -eq 1 ]; then
