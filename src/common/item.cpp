@@ -10,6 +10,7 @@ std::string make_item_id(std::uint64_t number, std::string_view node_name) {
 }
 
 std::optional<std::uint64_t> item_id_number(std::string_view id) {
+  if (id.size() > 1 && id[0] == '0') return std::nullopt;  // one spelling per id: no "03a"
   std::uint64_t n = 0;
   const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), n);
   if (ec != std::errc{} || end == id.data()) return std::nullopt;
@@ -34,11 +35,18 @@ bool valid_node_name(std::string_view name) {
 }
 
 bool item_id_less(std::string_view a, std::string_view b) {
-  const auto na = item_id_number(a);
-  const auto nb = item_id_number(b);
-  if (na && nb && *na != *nb) return *na < *nb;
-  if (na.has_value() != nb.has_value()) return na.has_value();
-  return a < b;
+  // Numbers have no leading zeros, so a shorter digit run is a smaller number and equal-length
+  // runs compare as text: no parsing (this is the node's map comparator). Any string has one
+  // place in this order, ids of the documented shape by number, then node name.
+  const auto digits = [](std::string_view s) {
+    std::size_t n = 0;
+    while (n < s.size() && s[n] >= '0' && s[n] <= '9') ++n;
+    return n;
+  };
+  const std::size_t da = digits(a), db = digits(b);
+  if (da != db) return da < db;
+  if (const int c = a.substr(0, da).compare(b.substr(0, db)); c != 0) return c < 0;
+  return a.substr(da) < b.substr(db);
 }
 
 }  // namespace kv

@@ -146,12 +146,14 @@ void Store::Impl::load() {
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(kItemPrefix); it->Valid() && it->key().starts_with(kItemPrefix); it->Next()) {
     auto rec = decode_record(it->value().ToStringView());
-    const std::string id = it->key().ToString().substr(1);
-    if (!rec || id.empty()) {
-      throw StoreError("data directory " + options.dir.string() + ": item record '" + id +
-                       "' is corrupt");
+    const auto id = item_id_from_key(it->key().ToStringView());
+    if (!rec || !id) {
+      throw StoreError("data directory " + options.dir.string() + ": item record '" +
+                       id.value_or("?") + "' is corrupt");
     }
-    put(id, std::move(*rec));
+    // Keys come in id order, so each insert lands at the end.
+    auto slot = items.emplace_hint(items.end(), *id, std::move(*rec));
+    if (slot->second.deleted) tombstones.emplace(slot->second.stamp, *id);
   }
   for (it->Seek(kChangePrefix); it->Valid() && it->key().starts_with(kChangePrefix); it->Next()) {
     if (it->key().size() != 9) {

@@ -3,6 +3,7 @@
 #include <span>
 
 #include "common/bytes.hpp"
+#include "common/item.hpp"
 #include "common/protocol.hpp"
 
 namespace kv::node {
@@ -76,7 +77,20 @@ std::optional<Record> decode_record(std::string_view bytes) {
 }
 
 std::string item_key(std::string_view id) {
-  return std::string(kItemPrefix) + std::string(id);
+  // "i" + be64(number) + node name: RocksDB then holds items in the order LIST shows them, and
+  // recovery inserts them in order.
+  std::string k(kItemPrefix);
+  append_be64(k, item_id_number(id).value_or(0));
+  const auto name = id.find_first_not_of("0123456789");
+  if (name != std::string_view::npos) k.append(id.substr(name));
+  return k;
+}
+
+std::optional<std::string> item_id_from_key(std::string_view key) {
+  if (key.size() < 10 || !key.starts_with(kItemPrefix)) return std::nullopt;
+  std::string id = std::to_string(read_be64(key.substr(1, 8))) + std::string(key.substr(9));
+  if (!item_id_number(id)) return std::nullopt;
+  return id;
 }
 
 std::string change_key(std::uint64_t seq) {

@@ -11,7 +11,7 @@ namespace kv::node {
 
 // Keys in the node's RocksDB database.
 inline constexpr std::string_view kMetaKey = "m";       // the Meta record
-inline constexpr std::string_view kItemPrefix = "i";    // "i" + item id -> Record
+inline constexpr std::string_view kItemPrefix = "i";    // "i" + be64(number) + name -> Record
 inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> item id
 
 inline constexpr std::uint8_t kFormatVersion = 1;
@@ -50,7 +50,8 @@ std::optional<Meta> decode_meta(std::string_view bytes);
 std::string encode_record(const Record& r);
 std::optional<Record> decode_record(std::string_view bytes);
 
-std::string item_key(std::string_view id);
+std::string item_key(std::string_view id);  // `id` must have the shape item_id_number takes
+std::optional<std::string> item_id_from_key(std::string_view key);
 std::string change_key(std::uint64_t seq);
 
 }  // namespace kv::node
