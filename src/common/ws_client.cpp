@@ -34,7 +34,7 @@ WsSubscription::WsSubscription(asio::any_io_executor executor)
 WsSubscription::~WsSubscription() = default;
 
 asio::awaitable<void> WsSubscription::connect(std::string host, std::uint16_t port,
-                                              Duration timeout) {
+                                              Duration timeout, std::string target) {
   closed_ = false;
   state_ = std::make_unique<State>(state_->executor);
   auto& ws = state_->ws;
@@ -48,7 +48,7 @@ asio::awaitable<void> WsSubscription::connect(std::string host, std::uint16_t po
   beast::get_lowest_layer(ws).expires_after(timeout);
   auto [cec, ep] = co_await beast::get_lowest_layer(ws).async_connect(results, kTuple);
   if (cec) throw boost::system::system_error(cec);
-  auto [hec] = co_await ws.async_handshake(host + ":" + std::to_string(port), "/ws", kTuple);
+  auto [hec] = co_await ws.async_handshake(host + ":" + std::to_string(port), target, kTuple);
   if (hec) throw boost::system::system_error(hec);
   if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
   beast::get_lowest_layer(ws).expires_never();

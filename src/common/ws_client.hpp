@@ -20,7 +20,9 @@ class WsSubscription {
   ~WsSubscription();
 
   // Connects and completes the WebSocket handshake within `timeout`. Throws system_error.
-  boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout);
+  // `target` "/ws" gets every notification; "/ws?only=local" only clients' changes.
+  boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout,
+                                       std::string target = "/ws");
   // The next text message. Throws system_error when the connection closes or fails; the
   // close reason, if the node gave one, is in close_reason().
   boost::asio::awaitable<std::string> next();

@@ -33,7 +33,8 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 struct Subscriber {
   explicit Subscriber(asio::any_io_executor ex) : wake(ex) {}
   std::deque<std::shared_ptr<const std::string>> queue;
-  Wakeup wake;  // notified when the queue gets a message or overflows
+  Wakeup wake;              // notified when the queue gets a message or overflows
+  bool local_only = false;  // subscribed with ?only=local
   bool overflowed = false;
 };
 }  // namespace
@@ -46,9 +47,9 @@ struct NotificationHub::Impl {
 NotificationHub::NotificationHub() : impl_(std::make_unique<Impl>()) {}
 NotificationHub::~NotificationHub() = default;
 
-void NotificationHub::publish(std::shared_ptr<const std::string> message) {
+void NotificationHub::publish(std::shared_ptr<const std::string> message, bool local) {
   for (const auto& sub : impl_->subscribers) {
-    if (sub->overflowed) continue;
+    if (sub->overflowed || (sub->local_only && !local)) continue;
     if (sub->queue.size() >= impl_->queue_limit) {
       // Its writer closes it with a reason once the write in flight completes; a peer that never
       // reads again is dropped by the WebSocket idle timeout (pings unanswered).
@@ -109,6 +110,7 @@ asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body
   auto [ec] = co_await ws.async_accept(req, kTuple);
   if (ec) co_return;
   auto sub = std::make_shared<Subscriber>(co_await asio::this_coro::executor);
+  sub->local_only = req.target() == "/ws?only=local";
   sub->queue.push_back(std::make_shared<const std::string>(hello()));
   auto& subs = hub.impl().subscribers;
   subs.insert(sub);
@@ -158,7 +160,7 @@ asio::awaitable<void> run_http(tcp::socket socket, Store& store, NotificationHub
     if (ec) co_return;  // closed, timed out or malformed: nothing more to serve
     auto req = parser.release();
     if (websocket::is_upgrade(req)) {
-      if (req.target() != "/ws") {
+      if (req.target() != "/ws" && req.target() != "/ws?only=local") {
         co_await http::async_write(stream,
                                    make_response(req, http::status::not_found,
                                                  "no WebSocket here; use /ws\n", "text/plain"),

@@ -28,7 +28,9 @@ class NotificationHub {
  public:
   NotificationHub();
   ~NotificationHub();
-  void publish(std::shared_ptr<const std::string> message);
+  // `local`: the change was made on this node by a client (subscribers on /ws?only=local, such
+  // as the syncer, receive only these).
+  void publish(std::shared_ptr<const std::string> message, bool local);
   std::size_t subscribers() const;
 
   struct Impl;

@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
       n.origin = e.origin;
       KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v"
                     << e.item.version;
-      hub.publish(std::make_shared<const std::string>(kv::to_json(n)));
+      hub.publish(std::make_shared<const std::string>(kv::to_json(n)),
+                  n.kind == kv::Notification::Kind::kLocal);
     });
     auto hello = [&] {
       kv::Notification n;

@@ -170,8 +170,9 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
       // A node that applied stamps this log never issued means the log was replaced: never
       // hand those stamps out again.
       log.observe_stamp(st.applied_stamp);
-      co_await link.ws.connect(host, static_cast<std::uint16_t>(st.http_port),
-                               options.call_timeout);
+      // Only clients' changes: what we applied ourselves needs no fetch (and would be many).
+      co_await link.ws.connect(host, static_cast<std::uint16_t>(st.http_port), options.call_timeout,
+                               "/ws?only=local");
       link.applied_stamp = st.applied_stamp;
       link.synced_upto = st.synced_upto;
       link.greeted = false;
