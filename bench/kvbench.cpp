@@ -178,13 +178,21 @@ asio::awaitable<void> open_loop(kv::NodeClient& c, Run& run, double per_second) 
   }
 }
 
-// Lag: the time from a write's acknowledgement on --target to its notification on --lag-to.
-asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& run) {
-  auto ex = co_await asio::this_coro::executor;
+// Writes acknowledged on one side and seen on the other, matched by key.
+struct LagMeter {
+  Run& run;
   std::unordered_map<std::string, Clock::time_point> acked, seen;
-  auto match = [&](const std::string& id) {
-    auto a = acked.find(id);
-    auto s = seen.find(id);
+  void ack(const std::string& key) {
+    acked.emplace(key, Clock::now());
+    match(key);
+  }
+  void see(const std::string& key) {
+    seen.emplace(key, Clock::now());
+    match(key);
+  }
+  void match(const std::string& key) {
+    auto a = acked.find(key);
+    auto s = seen.find(key);
     if (a == acked.end() || s == seen.end()) return;
     if (run.measuring) {
       ++run.ops;
@@ -193,16 +201,22 @@ asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& ru
     }
     acked.erase(a);
     seen.erase(s);
-  };
+  }
+};
+
+// Lag: the time from a write's acknowledgement on --target to its notification on --lag-to.
+asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& run) {
+  auto ex = co_await asio::this_coro::executor;
+  LagMeter meter{run, {}, {}};
   bool stop = false;
   asio::co_spawn(
       ex,
       [&]() -> asio::awaitable<void> {
         while (!stop) {
           auto n = kv::parse_notification(co_await ws.next());
-          if (!n || n->kind != kv::Notification::Kind::kSynced || n->op != "create") continue;
-          seen.emplace(n->item.id, Clock::now());
-          match(n->item.id);
+          if (n && n->kind == kv::Notification::Kind::kSynced && n->op == "create") {
+            meter.see(n->item.id);
+          }
         }
       },
       [](std::exception_ptr) {});
@@ -216,13 +230,12 @@ asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& ru
     co_await timer.async_wait(asio::use_awaitable);
     asio::co_spawn(
         ex,
-        [&, due]() -> asio::awaitable<void> {
+        [&]() -> asio::awaitable<void> {
           ++in_flight;
           try {
             auto r = co_await c.call(run.create(), 10s);
             if (auto* item = std::get_if<msg::ItemReply>(&r)) {
-              acked.emplace(item->item.id, Clock::now());
-              match(item->item.id);
+              meter.ack(item->item.id);
             } else {
               run.fail("write refused");
             }
@@ -236,12 +249,12 @@ asio::awaitable<void> lag_run(kv::NodeClient& c, kv::WsSubscription& ws, Run& ru
   }
   // Wait (bounded) for the last notifications.
   const auto grace = Clock::now() + 5s;
-  while ((!acked.empty() || in_flight > 0) && Clock::now() < grace) {
+  while ((!meter.acked.empty() || in_flight > 0) && Clock::now() < grace) {
     timer.expires_after(2ms);
     co_await timer.async_wait(asio::use_awaitable);
   }
-  if (!acked.empty() && run.measuring) {
-    run.errors += acked.size();
+  if (!meter.acked.empty() && run.measuring) {
+    run.errors += meter.acked.size();
     if (run.first_error.empty()) run.first_error = "writes never seen on the other node";
   }
   stop = true;
@@ -319,32 +332,6 @@ class Resp {
   void close() {
     boost::system::error_code ignored;
     socket_.close(ignored);
-  }
-};
-
-// Writes acknowledged on one side and seen on the other, matched by key.
-struct LagMeter {
-  Run& run;
-  std::unordered_map<std::string, Clock::time_point> acked, seen;
-  void ack(const std::string& key) {
-    acked.emplace(key, Clock::now());
-    match(key);
-  }
-  void see(const std::string& key) {
-    seen.emplace(key, Clock::now());
-    match(key);
-  }
-  void match(const std::string& key) {
-    auto a = acked.find(key);
-    auto s = seen.find(key);
-    if (a == acked.end() || s == seen.end()) return;
-    if (run.measuring) {
-      ++run.ops;
-      run.latency.record(
-          std::max(0.0, std::chrono::duration<double, std::micro>(s->second - a->second).count()));
-    }
-    acked.erase(a);
-    seen.erase(s);
   }
 };
 
