@@ -76,7 +76,8 @@ fi
 
 if [ "${KV_NO_BUILD:-0}" != 1 ]; then  # the tests run it against binaries they built
   kv_ensure_deps
-  kv_build >/dev/null
+  [ -x "$KV_BUILD/kvnode" ] || echo "building kvstore (the first build takes a few minutes)..."
+  kv_build > "$data/build.log" 2>&1 || { echo "build failed; see $data/build.log" >&2; tail -20 "$data/build.log" >&2; exit 1; }
 fi
 mkdir -p "$data/logs"
 
