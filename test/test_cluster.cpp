@@ -391,3 +391,64 @@ BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goe
   watcher.signal(SIGINT);
   BOOST_TEST(watcher.wait() == 0);
 }
+
+namespace {
+// Reads one server-to-client WebSocket text frame (unmasked, not fragmented) from a blocking
+// socket whose reads time out; empty on timeout or close.
+std::string read_ws_text(int fd, std::string& buf) {
+  char tmp[4096];
+  for (int reads = 0; reads < 1000; ++reads) {
+    if (buf.size() >= 2) {
+      const std::size_t short_len = static_cast<unsigned char>(buf[1]) & 0x7F;
+      std::size_t len = short_len;
+      std::size_t head = 2;
+      if (short_len == 126) {  // 16-bit length follows (notifications stay below 64 KiB)
+        head = 4;
+        len = buf.size() >= 4
+                  ? (static_cast<unsigned char>(buf[2]) << 8) | static_cast<unsigned char>(buf[3])
+                  : 0;
+      }
+      if (short_len < 127 && buf.size() >= head && buf.size() >= head + len) {
+        std::string payload = buf.substr(head, len);
+        buf.erase(0, head + len);
+        return payload;
+      }
+    }
+    const ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n <= 0) return {};
+    buf.append(tmp, n);
+  }
+  return {};
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_synced_ones) {
+  Cluster c(2);
+  const int fd = connect_loopback(c.node(1).http_port, 5);
+  BOOST_TEST_REQUIRE(fd >= 0);
+  const std::string upgrade =
+      "GET /ws?only=local HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n\r\n";
+  BOOST_TEST_REQUIRE(::write(fd, upgrade.data(), upgrade.size()) ==
+                     static_cast<ssize_t>(upgrade.size()));
+  std::string buf;
+  char tmp[4096];
+  while (buf.find("\r\n\r\n") == std::string::npos) {
+    const ssize_t n = ::read(fd, tmp, sizeof tmp);
+    BOOST_TEST_REQUIRE(n > 0);
+    buf.append(tmp, n);
+  }
+  BOOST_TEST_REQUIRE(buf.find(" 101 ") != std::string::npos);
+  buf.erase(0, buf.find("\r\n\r\n") + 4);
+  BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
+  // A change on node 1 reaches node 2 as a synced change: not for this subscriber.
+  c.cli({"--route", "1", "create", "from node one"});
+  BOOST_TEST(wait_until([&] { return c.items_on(2).size() == 1; }));
+  // A client's change on node 2 is.
+  c.cli({"--route", "2", "create", "from node two"});
+  const std::string next = read_ws_text(fd, buf);
+  BOOST_TEST(next.find("\"type\":\"local\"") != std::string::npos, next);
+  BOOST_TEST(next.find("from node two") != std::string::npos, next);
+  ::close(fd);
+}
