@@ -406,21 +406,28 @@ asio::awaitable<void> redis_lag_run(Run& run) {
   co_await timer.async_wait(asio::use_awaitable);
 }
 
+// Sets the run's end and flips it to measuring once the warm-up is over.
+void start_clock(asio::any_io_executor ex, Run& run) {
+  const auto since = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  const auto start = Clock::now();
+  run.end = start + since(run.o.warmup + run.o.seconds);
+  asio::co_spawn(
+      ex,
+      [&run, ex, at = start + since(run.o.warmup)]() -> asio::awaitable<void> {
+        asio::steady_timer t(ex, at);
+        co_await t.async_wait(asio::use_awaitable);
+        run.measuring = true;
+        run.measure_start = Clock::now();
+      },
+      asio::detached);
+}
+
 asio::awaitable<void> bench(Run& run) {
   auto ex = co_await asio::this_coro::executor;
   if (!run.o.redis_lag.empty()) {
-    const auto start = Clock::now();
-    run.end = start + std::chrono::duration_cast<Clock::duration>(
-                          std::chrono::duration<double>(run.o.warmup + run.o.seconds));
-    asio::co_spawn(
-        ex,
-        [&]() -> asio::awaitable<void> {
-          asio::steady_timer t(ex, start + std::chrono::duration_cast<Clock::duration>(
-                                               std::chrono::duration<double>(run.o.warmup)));
-          co_await t.async_wait(asio::use_awaitable);
-          run.measuring = true;
-        },
-        asio::detached);
+    start_clock(ex, run);
     co_await redis_lag_run(run);
     co_return;
   }
@@ -438,20 +445,7 @@ asio::awaitable<void> bench(Run& run) {
     }
   }
   asio::steady_timer phase(ex);
-  const auto start = Clock::now();
-  run.end = start + std::chrono::duration_cast<Clock::duration>(
-                        std::chrono::duration<double>(run.o.warmup + run.o.seconds));
-  // Flip to measuring after the warm-up.
-  asio::co_spawn(
-      ex,
-      [&]() -> asio::awaitable<void> {
-        asio::steady_timer t(ex, start + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(run.o.warmup)));
-        co_await t.async_wait(asio::use_awaitable);
-        run.measuring = true;
-        run.measure_start = Clock::now();
-      },
-      asio::detached);
+  start_clock(ex, run);
 
   if (!run.o.lag_to.empty()) {
     const auto [lhost, lport] = kv::parse_host_port(run.o.lag_to);

@@ -227,6 +227,26 @@ int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer)
   return fd;
 }
 
+std::optional<std::string> ws_handshake(int fd, const std::string& target) {
+  const std::string upgrade =
+      "GET " + target +
+      " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n\r\n";
+  if (::write(fd, upgrade.data(), upgrade.size()) != static_cast<ssize_t>(upgrade.size())) {
+    return std::nullopt;
+  }
+  std::string got;
+  char buf[4096];
+  while (got.find("\r\n\r\n") == std::string::npos) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);  // the socket's read timeout bounds this
+    if (n <= 0) return std::nullopt;
+    got.append(buf, n);
+  }
+  if (got.find(" 101 ") == std::string::npos) return std::nullopt;
+  return got.substr(got.find("\r\n\r\n") + 4);
+}
+
 std::string file_text(const std::filesystem::path& p) {
   std::ifstream f(p);
   std::stringstream ss;

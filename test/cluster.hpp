@@ -66,6 +66,10 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
 // with a receive buffer of `receive_buffer` bytes if given. Returns the fd, or -1.
 int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer = 0);
 
+// Sends a WebSocket upgrade for `target` on `fd` and reads the response head. Returns what came
+// after it (the first frames), or nullopt if the node did not switch protocols.
+std::optional<std::string> ws_handshake(int fd, const std::string& target);
+
 // Small helpers the cluster tests share.
 std::string file_text(const std::filesystem::path& p);
 // `n` lines "CMD PREFIX0", "CMD PREFIX1", ...: a kvcli script.

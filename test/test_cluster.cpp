@@ -345,19 +345,9 @@ BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goe
   // A WebSocket subscriber with a tiny receive buffer that never reads after the handshake.
   const int fd = connect_loopback(c.node(0).http_port, 1, /*receive_buffer=*/4096);
   BOOST_TEST_REQUIRE(fd >= 0);
-  const std::string upgrade =
-      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  BOOST_TEST_REQUIRE(::write(fd, upgrade.data(), upgrade.size()) ==
-                     static_cast<ssize_t>(upgrade.size()));
+  BOOST_TEST_REQUIRE(ws_handshake(fd, "/ws").has_value());
   std::string got;
   char buf[65536];
-  while (got.find("\r\n\r\n") == std::string::npos) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    BOOST_TEST_REQUIRE(n > 0);
-    got.append(buf, n);
-  }
-  BOOST_TEST_REQUIRE(got.find("101") != std::string::npos);
 
   // About 9 MB of notifications: more than the kernel buffers (4 MB at most here) and the queue.
   const std::string title(1000, 'x');
@@ -426,21 +416,9 @@ BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_sync
   Cluster c(2);
   const int fd = connect_loopback(c.node(1).http_port, 5);
   BOOST_TEST_REQUIRE(fd >= 0);
-  const std::string upgrade =
-      "GET /ws?only=local HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-      "Sec-WebSocket-Version: 13\r\n\r\n";
-  BOOST_TEST_REQUIRE(::write(fd, upgrade.data(), upgrade.size()) ==
-                     static_cast<ssize_t>(upgrade.size()));
-  std::string buf;
-  char tmp[4096];
-  while (buf.find("\r\n\r\n") == std::string::npos) {
-    const ssize_t n = ::read(fd, tmp, sizeof tmp);
-    BOOST_TEST_REQUIRE(n > 0);
-    buf.append(tmp, n);
-  }
-  BOOST_TEST_REQUIRE(buf.find(" 101 ") != std::string::npos);
-  buf.erase(0, buf.find("\r\n\r\n") + 4);
+  auto rest = ws_handshake(fd, "/ws?only=local");
+  BOOST_TEST_REQUIRE(rest.has_value());
+  std::string buf = *rest;
   BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
   // A change on node 1 reaches node 2 as a synced change: not for this subscriber.
   c.cli({"--route", "1", "create", "from node one"});

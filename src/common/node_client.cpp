@@ -39,7 +39,6 @@ struct NodeClient::State {
   explicit State(asio::any_io_executor ex) : executor(ex), socket(ex) {}
   asio::any_io_executor executor;
   tcp::socket socket;
-  std::string endpoint;
   std::uint32_t next_id = 1;
   std::deque<std::shared_ptr<Pending>> inflight;  // in the order the requests were written
   std::string out;                                // encoded, not yet written
@@ -133,15 +132,10 @@ void NodeClient::close() {
   if (state_->open) state_->fail(asio::error::operation_aborted);
 }
 
-std::string NodeClient::endpoint() const {
-  return state_->endpoint;
-}
-
 asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port, Duration timeout) {
   close();
   auto st = std::make_shared<State>(state_->executor);
   state_ = st;
-  st->endpoint = host + ":" + std::to_string(port);
   tcp::resolver resolver(st->executor);
   asio::steady_timer timer(st->executor, timeout);
   auto resolved = co_await (resolver.async_resolve(host, std::to_string(port), kTuple) ||

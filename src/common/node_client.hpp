@@ -36,7 +36,6 @@ class NodeClient {
 
   bool is_open() const;
   void close();
-  std::string endpoint() const;  // "host:port" as given to connect()
 
   struct State;  // shared with the reader and writer coroutines
 

@@ -264,7 +264,15 @@ void Syncer::Impl::connected(Link& link) {
 
 asio::awaitable<void> Syncer::Impl::watch(Link& link) {
   for (;;) {
-    const std::string text = co_await link.ws.next();
+    std::string text;
+    try {
+      text = co_await link.ws.next();
+    } catch (const boost::system::system_error&) {
+      // Say why the node closed us, if it did (e.g. our queue there overflowed).
+      const std::string reason = link.ws.close_reason();
+      if (reason.empty()) throw;
+      throw std::runtime_error("closed by the node: " + reason);
+    }
     auto n = parse_notification(text);
     if (!n) {
       KV_LOG(warning) << "node " << link.status.name << " sent a notification we cannot parse";
