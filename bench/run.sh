@@ -180,6 +180,20 @@ for q in p50 p99; do
     "Redis replica keyspace event (appendfsync always)" "$p" "$(ratio "$p" "$k")"
 done
 
+# The same at 80% of the highest rate node a sustains with the syncer running (closed loop, 50
+# connections); "bounded" means the p99 and max stay far below the run's length.
+j=$(kvbench --target "127.0.0.1:$p1" --op create -c 50 -d 1)
+rate=$(awk -v r="$(json_field "$j" ops_per_sec)" 'BEGIN { printf "%.0f", r * 0.8 }')
+j=$(kvbench --target "127.0.0.1:$p1" --op create -c 4 --rate "$rate" --lag-to "127.0.0.1:$p2")
+r=$(kvbench --redis-lag "127.0.0.1:$rport,127.0.0.1:$rport2" --op create -c 50 --rate "$rate")
+for q in p50 p99 max; do
+  k=$(json_field "$j" ${q}_us)
+  p=$(json_field "$r" ${q}_us)
+  row "replication lag at $rate writes/s (80% of max), $q (us; ratio = Redis / kvstore)" "$k" \
+    "Redis replica keyspace event ($(json_field "$r" ops_per_sec) SET/s achieved)" "$p" \
+    "$(ratio "$p" "$k")"
+done
+
 # --- 4. sustained cluster writes: both nodes at once, the syncer running ------------------------
 status() {  # node address, field -> number
   "$bin/kvcli" --nodes "$1" --json nodes | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
