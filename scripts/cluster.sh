@@ -4,7 +4,8 @@
 #   scripts/cluster.sh [--nodes N] [--base-port P] [--data DIR] [--no-sync] [--detach]
 #   scripts/cluster.sh down [--data DIR]
 #
-# Node i (a, b, c, ...) serves the binary protocol on P+i-1 and HTTP/WebSocket on P+100+i-1.
+# Node i (a, b, c, ...) serves the binary protocol on P+i-1 and HTTP/WebSocket on P+100+i-1;
+# the syncer serves the viewer page (open the printed URL in a browser) on P+99.
 # In the foreground the syncer's log is shown and Ctrl-C stops everything; with --detach the
 # cluster keeps running and `scripts/cluster.sh down` stops it. Logs and data live under DIR.
 set -euo pipefail
@@ -112,13 +113,15 @@ done
 node_list=$(IFS=,; echo "${addrs[*]}")
 
 if [ $sync -eq 1 ]; then
-  "$KV_BUILD/kvsync" --nodes "$node_list" --data "$data/sync" \
+  viewer_port=$((base + 99))
+  "$KV_BUILD/kvsync" --nodes "$node_list" --data "$data/sync" --http-port "$viewer_port" \
     > "$data/logs/sync.out" 2> "$data/logs/sync.log" &
   echo $! >> "$pidfile"
   wait_ready "$data/logs/sync.out" "kvsync ready" $!
   echo "syncer: connected to $node_list   log $data/logs/sync.log"
+  echo "viewer: http://127.0.0.1:$viewer_port/   (metrics: http://127.0.0.1:$viewer_port/metrics)"
 else
-  echo "syncer: not started (--no-sync: the seed's Step 1)"
+  echo "syncer: not started (--no-sync: the seed's Step 1); the viewer comes with the syncer"
 fi
 echo "logs:   $data/logs"
 echo "shell:  $KV_BUILD/kvcli --nodes $node_list"

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -247,6 +248,85 @@ std::optional<std::string> ws_handshake(int fd, const std::string& target) {
   return got.substr(got.find("\r\n\r\n") + 4);
 }
 
+HttpReply http_get(std::uint16_t port, const std::string& target) {
+  HttpReply reply;
+  const int fd = connect_loopback(port, 10);
+  if (fd < 0) return reply;
+  const std::string req =
+      "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  std::string got;
+  if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);  // the read timeout bounds this
+      if (n <= 0) break;
+      got.append(buf, n);
+    }
+  }
+  ::close(fd);
+  const auto head_end = got.find("\r\n\r\n");
+  if (head_end == std::string::npos || got.size() < 12) return reply;
+  reply.status = std::atoi(got.substr(9, 3).c_str());
+  reply.headers = got.substr(0, head_end);
+  reply.body = got.substr(head_end + 4);
+  return reply;
+}
+
+std::string run_on_pty(const std::vector<std::string>& argv,
+                       const std::vector<std::pair<std::string, std::string>>& env,
+                       const std::vector<std::string>& input,
+                       const std::vector<std::string>& wait_for,
+                       std::chrono::milliseconds deadline) {
+  int master = -1;
+  winsize ws{};
+  ws.ws_row = 40;
+  ws.ws_col = 160;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, &ws);
+  if (pid < 0) throw std::runtime_error("forkpty failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  std::string out;
+  std::size_t next = 0;
+  std::size_t mark = 0;  // output before this was printed before the last input was typed
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < end) {
+    if (next < input.size() && (next >= wait_for.size() || wait_for[next].empty() ||
+                                out.find(wait_for[next], mark) != std::string::npos)) {
+      mark = out.size();
+      const auto& keys = input[next++];
+      if (::write(master, keys.data(), keys.size()) < 0) break;
+      continue;
+    }
+    pollfd p{master, POLLIN, 0};
+    const int r = ::poll(&p, 1, 50);
+    if (r > 0) {
+      char buf[4096];
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0)
+        done = true;  // EIO once the child has exited and closed the terminal
+      else
+        out.append(buf, n);
+    }
+  }
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(master);
+    throw std::runtime_error("the program on the pty did not finish; it printed:\n" + out);
+  }
+  ::waitpid(pid, nullptr, 0);
+  ::close(master);
+  return out;
+}
+
 std::string file_text(const std::filesystem::path& p) {
   std::ifstream f(p);
   std::stringstream ss;
@@ -321,11 +401,19 @@ void Cluster::stop_node(std::size_t i, bool kill9) {
 }
 
 void Cluster::start_syncer() {
-  std::vector<std::string> argv{
-      (bin_dir() / "kvsync").string(), "--nodes",     nodes_arg(), "--data",
-      (dir() / "sync").string(),       "--log-level", "debug"};
+  std::vector<std::string> argv{(bin_dir() / "kvsync").string(),
+                                "--nodes",
+                                nodes_arg(),
+                                "--data",
+                                (dir() / "sync").string(),
+                                "--http-port",
+                                std::to_string(syncer_http_port_),
+                                "--log-level",
+                                "debug"};
   syncer_ = std::make_unique<Process>(argv, dir() / "sync.log");
-  syncer_->wait_for_line("kvsync ready");
+  const std::string line = syncer_->wait_for_line("kvsync ready");
+  const auto colon = line.rfind(':');
+  syncer_http_port_ = static_cast<std::uint16_t>(std::stoi(line.substr(colon + 1)));
 }
 
 void Cluster::stop_syncer(bool kill9) {
@@ -345,7 +433,8 @@ CliResult Cluster::cli(std::vector<std::string> args, const std::string& stdin_t
 }
 
 std::vector<std::string> Cluster::items_on(std::size_t i) {
-  auto r = cli({"--json", "--route", std::to_string(i), "list"});
+  // What the node holds now: no read-your-writes wait.
+  auto r = cli({"--json", "--no-session", "--route", std::to_string(i), "list"});
   if (r.code != 0) return {"<node " + std::to_string(i) + " failed: " + r.out + ">"};
   auto v = boost::json::parse(r.out);
   std::vector<std::string> out;

@@ -70,6 +70,25 @@ int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer 
 // after it (the first frames), or nullopt if the node did not switch protocols.
 std::optional<std::string> ws_handshake(int fd, const std::string& target);
 
+struct HttpReply {
+  int status = 0;  // 0: no answer
+  std::string headers;
+  std::string body;
+};
+// GET http://127.0.0.1:port/target with Connection: close; bounded by a 10 s read timeout.
+HttpReply http_get(std::uint16_t port, const std::string& target);
+
+// Runs `argv` on a pseudo-terminal (so it sees a tty on stdin and stdout) with `env` added,
+// types `input` (a string of keystrokes, written in chunks as the program echoes), and returns
+// everything it printed until it exits. Each element of `input` is written once the output
+// printed since the previous one was typed contains the matching element of `wait_for` (e.g.
+// the next prompt; empty: at once). Bounded by `deadline`.
+std::string run_on_pty(const std::vector<std::string>& argv,
+                       const std::vector<std::pair<std::string, std::string>>& env,
+                       const std::vector<std::string>& input,
+                       const std::vector<std::string>& wait_for,
+                       std::chrono::milliseconds deadline = 20s);
+
 // Small helpers the cluster tests share.
 std::string file_text(const std::filesystem::path& p);
 // `n` lines "CMD PREFIX0", "CMD PREFIX1", ...: a kvcli script.
@@ -104,6 +123,7 @@ class Cluster {
   std::size_t size() const { return nodes_.size(); }
   const std::filesystem::path& dir() const { return dir_.path(); }
   Process* syncer() { return syncer_.get(); }
+  std::uint16_t syncer_http_port() const { return syncer_http_port_; }
 
   // kvcli against this cluster.
   CliResult cli(std::vector<std::string> args, const std::string& stdin_text = "");
@@ -118,6 +138,7 @@ class Cluster {
   bool syncer_expected_ = true;  // false: nodes run --standalone
   std::vector<NodeInfo> nodes_;
   std::unique_ptr<Process> syncer_;
+  std::uint16_t syncer_http_port_ = 0;  // chosen by the first start, kept for restarts
 };
 
 }  // namespace kv::test

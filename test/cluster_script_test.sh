@@ -15,8 +15,8 @@ out="$data/cluster.out"
 started=0
 for _ in $(seq 1 5); do
   base=$((10000 + RANDOM % (low - 10200)))
-  free $base && free $((base + 1)) && free $((base + 2)) && free $((base + 100)) &&
-    free $((base + 101)) && free $((base + 102)) || continue
+  free $base && free $((base + 1)) && free $((base + 2)) && free $((base + 99)) &&
+    free $((base + 100)) && free $((base + 101)) && free $((base + 102)) || continue
   if KV_NO_BUILD=1 KV_BUILD="$bin" timeout 300 bash "$root/scripts/cluster.sh" --nodes 3 \
       --base-port "$base" --data "$data" --detach > "$out" 2>&1; then
     started=1; break
@@ -27,6 +27,9 @@ done
 grep -q "^cluster ready$" "$out" || { echo "no 'cluster ready'"; cat "$out"; exit 1; }
 grep -q "node c: binary 127.0.0.1:$((base + 2))" "$out" || { echo "node c not where expected"; cat "$out"; exit 1; }
 nodes="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
+# The printed viewer URL serves the page.
+grep -q "viewer: http://127.0.0.1:$((base + 99))/" "$out" || { echo "no viewer URL"; cat "$out"; exit 1; }
+curl -sf "http://127.0.0.1:$((base + 99))/" | grep -q "viewer.js" || { echo "viewer not served"; exit 1; }
 HOME="$data" "$bin/kvcli" --nodes "$nodes" --route 3 create "from the script test" | grep -q "ID:1c"
 for _ in $(seq 1 200); do
   HOME="$data" "$bin/kvcli" --nodes "$nodes" --route 1 list | grep -q "from the script test" && break

@@ -66,8 +66,9 @@ struct BackgroundCli {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(step1_without_the_syncer_a_create_is_invisible_on_the_other_node) {
+  // The seed's behaviour, so without read-your-writes (test_usability covers sessions).
   Cluster c(2, false);
-  auto r = c.cli({"--json"}, "create TaskA\nlist\nlist\n");
+  auto r = c.cli({"--json", "--no-session"}, "create TaskA\nlist\nlist\n");
   BOOST_TEST(r.code == 0);
   auto lines = json_lines(r.out);
   BOOST_TEST_REQUIRE(lines.size() == 3u);
@@ -78,9 +79,9 @@ BOOST_AUTO_TEST_CASE(step1_without_the_syncer_a_create_is_invisible_on_the_other
   BOOST_TEST(count_items(lines[2]) == 1u);  // back on node 1 it is
 
   // One-shot commands take turns too, as the seed's CLI did.
-  auto one = json_lines(c.cli({"--json", "create", "TaskB"}).out).at(0);
-  auto two = json_lines(c.cli({"--json", "list"}).out).at(0);
-  auto three = json_lines(c.cli({"--json", "list"}).out).at(0);
+  auto one = json_lines(c.cli({"--json", "--no-session", "create", "TaskB"}).out).at(0);
+  auto two = json_lines(c.cli({"--json", "--no-session", "list"}).out).at(0);
+  auto three = json_lines(c.cli({"--json", "--no-session", "list"}).out).at(0);
   BOOST_TEST(one.at("node").as_string() != two.at("node").as_string());
   BOOST_TEST(three.at("node").as_string() == one.at("node").as_string());
   BOOST_TEST(one.at("node").as_string() == c.node(0).binary);

@@ -23,7 +23,7 @@ Item sample_item(int i) {
 }
 
 std::vector<Request> all_requests() {
-  msg::Apply apply{77, 12, 40, 30, true, {}};
+  msg::Apply apply{77, 12, 40, 30, true, {}, 80, {{"a", 99, 7}, {"b", 1ull << 62, 0}}};
   for (int i = 1; i <= 3; ++i) {
     Item it = sample_item(i);
     it.version = 70 + i;
@@ -40,15 +40,20 @@ std::vector<Request> all_requests() {
           msg::Update{"1a", false, std::string("Both")},
           msg::Delete{"2a"},
           msg::Fetch{~0ull, 1000},
+          msg::Wait{2000, {{"a", 5, 17}, {"c", ~0ull, 1}}},
+          msg::Wait{},
           apply};
 }
 
 std::vector<std::pair<MsgType, Response>> all_responses() {
-  NodeStatus st{"b", 0xdeadbeefcafe, 9, 7, 5, 4, 3, 2, 1, 7101};
+  NodeStatus st{"b", 0xdeadbeefcafe, 9, 7, 5, 4, 3, 2, 1, 7101, 12, 3};
   msg::Changes changes{42, {Change{40, sample_item(4)}, Change{42, sample_item(5)}}};
   return {{MsgType::kPing, msg::Pong{}},
           {MsgType::kStatus, msg::StatusReply{st}},
-          {MsgType::kCreate, msg::ItemReply{sample_item(1)}},
+          {MsgType::kCreate, msg::ItemReply{sample_item(1), 33, 0xfeed}},
+          {MsgType::kGet, msg::ItemReply{sample_item(2)}},
+          {MsgType::kWait, msg::Waited{true, {{"a", 5, 17}}}},
+          {MsgType::kWait, msg::Waited{false, {}}},
           {MsgType::kList, msg::ItemsReply{{sample_item(1), sample_item(2), sample_item(3)}}},
           {MsgType::kList, msg::ItemsReply{}},
           {MsgType::kList, msg::ItemsReply{{sample_item(4)}, "4a"}},
@@ -104,15 +109,15 @@ BOOST_AUTO_TEST_CASE(the_documented_hex_example_decodes) {
       "Buy milk",
       18);
   BOOST_TEST(wire == expected);
-  // And its answer: item 1a, "Buy milk", not completed, version 1.
+  // And its answer: item 1a, "Buy milk", not completed, version 1; change 1 of incarnation 5.
   std::string reply;
   encode_response(reply, 1, MsgType::kCreate,
-                  msg::ItemReply{Item{"1a", "Buy milk", false, false, 1}});
+                  msg::ItemReply{Item{"1a", "Buy milk", false, false, 1}, 1, 5});
   const std::string expected_reply(
-      "\x00\x00\x00\x13\x90\x00\x00\x00\x01\x02"
+      "\x00\x00\x00\x15\x90\x00\x00\x00\x01\x02"
       "1a\x08"
-      "Buy milk\x00\x01",
-      23);
+      "Buy milk\x00\x01\x01\x05",
+      25);
   BOOST_TEST(reply == expected_reply);
 }
 
@@ -203,6 +208,16 @@ BOOST_AUTO_TEST_CASE(unknown_types_and_trailing_bytes_are_errors) {
   append_frame(wire, static_cast<std::uint8_t>(MsgType::kApply), 3, payload);
   d = decode_frame(bytes(wire));
   BOOST_TEST(std::holds_alternative<msg::Error>(parse_request(d.frame)));
+
+  // A WAIT naming more than kMaxSessionMarks nodes is refused, one at the limit is not.
+  for (std::size_t n : {kMaxSessionMarks, kMaxSessionMarks + 1}) {
+    msg::Wait wait{100, std::vector<SessionMark>(n, SessionMark{"a", 1, 1})};
+    wire.clear();
+    encode_request(wire, 4, wait);
+    d = decode_frame(bytes(wire));
+    BOOST_TEST(std::holds_alternative<msg::Error>(parse_request(d.frame)) ==
+               (n > kMaxSessionMarks));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(varints_reject_overlong_encodings) {

@@ -180,7 +180,7 @@ BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
   ok(s.remove("1a"));
   BOOST_TEST((err(s.remove("1a")) == ErrorCode::kDeleted));
   // A batch that claims more local changes than the node ever made is refused.
-  auto r = s.apply(proto::msg::Apply{1, 99, 0, 0, false, {}});
+  auto r = s.apply(proto::msg::Apply{1, 99, 0, 0, false, {}, 0, {}});
   BOOST_TEST(std::holds_alternative<Error>(r));
 }
 

@@ -41,8 +41,9 @@ ParseError usage(std::string_view cmd) {
 }  // namespace
 
 const std::vector<std::string>& command_names() {
-  static const std::vector<std::string> names{"create", "list",  "get",   "update", "delete",
-                                              "watch",  "nodes", "route", "help",   "quit"};
+  static const std::vector<std::string> names{"create",  "list",  "get",   "update",
+                                              "delete",  "watch", "nodes", "route",
+                                              "session", "help",  "quit"};
   return names;
 }
 
@@ -56,10 +57,21 @@ std::string help_text(std::string_view topic) {
   }
   if (topic == "delete") return "delete ID\n  Delete an item everywhere. Deletes are final.\n";
   if (topic == "watch") {
-    return "watch [N]\n  Print change notifications from every node (or node N) until Ctrl-C.\n";
+    return "watch [N] [ID]\n  Print change notifications from every node (or node N), of every "
+           "item (or item ID), until Ctrl-C.\n  Examples: watch   watch 2   watch 3a   watch 2 "
+           "3a\n";
   }
-  if (topic == "nodes")
-    return "nodes\n  Show each node's address, whether it answers, and its version.\n";
+  if (topic == "nodes") {
+    return "nodes\n  Show each node: whether it answers, its version, its items, how many stamps "
+           "it is\n  behind the syncer, local changes not yet synced, and its WebSocket "
+           "subscribers.\n";
+  }
+  if (topic == "session") {
+    return "session [on|off]\n  Read-your-writes. On (the default), a read waits briefly until "
+           "the node it goes to\n  has your earlier writes, and says so if it could not. Off "
+           "shows the seed's\n  behaviour: a read on another node may miss a write made a "
+           "moment ago.\n  Without an argument, shows what the session carries.\n";
+  }
   if (topic == "route") {
     return "route rr|random|N\n  Send commands to each node in turn, to a random node, or always "
            "to "
@@ -74,9 +86,10 @@ std::string help_text(std::string_view topic) {
          "  update ID complete|incomplete   mark done / not done\n"
          "  update ID title NEW TITLE...    rename\n"
          "  delete ID                       delete an item\n"
-         "  watch [N]                       live change notifications (Ctrl-C stops)\n"
-         "  nodes                           node addresses, reachability, versions\n"
+         "  watch [N] [ID]                  live change notifications (Ctrl-C stops)\n"
+         "  nodes                           node status, sync lag, subscribers\n"
          "  route rr|random|N               how commands pick a node\n"
+         "  session [on|off]                read-your-writes across nodes (on by default)\n"
          "  help [COMMAND]                  this text, or one command in detail\n"
          "  quit                            leave the shell\n"
          "Ids look like 3b: a number and the name of the node that created the item.\n";
@@ -120,13 +133,27 @@ std::variant<Command, ParseError> parse_command(const std::vector<std::string>& 
     return cmd::Delete{w[1]};
   }
   if (c == "watch") {
-    if (w.size() == 1) return cmd::Watch{};
-    std::size_t n = 0;
-    auto [p, ec] = std::from_chars(w[1].data(), w[1].data() + w[1].size(), n);
-    if (w.size() != 2 || ec != std::errc{} || p != w[1].data() + w[1].size() || n == 0) {
-      return usage("watch");
+    // A node number is all digits; an item id is digits and a node name (3a).
+    cmd::Watch watch;
+    for (std::size_t i = 1; i < w.size(); ++i) {
+      std::size_t n = 0;
+      auto [p, ec] = std::from_chars(w[i].data(), w[i].data() + w[i].size(), n);
+      if (ec == std::errc{} && p == w[i].data() + w[i].size()) {
+        if (n == 0 || watch.node || watch.item) return usage("watch");
+        watch.node = n;
+      } else if (ec == std::errc{} && !watch.item) {
+        watch.item = w[i];
+      } else {
+        return usage("watch");
+      }
     }
-    return cmd::Watch{n};
+    return watch;
+  }
+  if (c == "session") {
+    if (w.size() > 2 || (w.size() == 2 && w[1] != "on" && w[1] != "off")) {
+      return usage("session");
+    }
+    return cmd::Session{w.size() == 2 ? w[1] : ""};
   }
   if (c == "nodes") return cmd::Nodes{};
   if (c == "route") {

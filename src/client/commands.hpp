@@ -27,6 +27,11 @@ struct Delete {
 };
 struct Watch {
   std::optional<std::size_t> node;  // 1-based; all nodes when empty
+  std::optional<std::string> item;  // only this item's changes
+};
+// Read-your-writes: on, off, or (empty) show the session.
+struct Session {
+  std::string mode;
 };
 struct Nodes {};
 struct Route {
@@ -39,8 +44,9 @@ struct Quit {};
 struct Empty {};  // a blank line or a comment
 }  // namespace cmd
 
-using Command = std::variant<cmd::Create, cmd::List, cmd::Get, cmd::Update, cmd::Delete, cmd::Watch,
-                             cmd::Nodes, cmd::Route, cmd::Help, cmd::Quit, cmd::Empty>;
+using Command =
+    std::variant<cmd::Create, cmd::List, cmd::Get, cmd::Update, cmd::Delete, cmd::Watch, cmd::Nodes,
+                 cmd::Route, cmd::Session, cmd::Help, cmd::Quit, cmd::Empty>;
 
 struct ParseError {
   std::string message;  // a sentence that says what to type instead

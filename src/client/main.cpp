@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "client/commands.hpp"
 #include "client/session.hpp"
@@ -67,6 +68,28 @@ void save_rr_position(std::size_t n) {
   std::ofstream(path) << n << "\n";
 }
 
+// The read-your-writes token lives in ~/.kvcli_session between invocations, so `kvcli create`
+// followed by `kvcli list` on the other node sees the item.
+void load_token(Session& session) {
+  std::ifstream f(home_file(".kvcli_session"));
+  std::stringstream text;
+  text << f.rdbuf();
+  session.load_token(text.str());
+}
+void save_token(const Session& session) {
+  const std::string path = home_file(".kvcli_session");
+  if (path.empty()) return;
+  std::ofstream(path) << session.save_token();
+}
+
+// Colour only for a person at a terminal who has not asked for none (https://no-color.org).
+bool want_color(bool json) {
+  const char* no_color = std::getenv("NO_COLOR");
+  const char* term = std::getenv("TERM");
+  return !json && isatty(STDOUT_FILENO) && !(no_color && *no_color) &&
+         !(term && std::string_view(term) == "dumb");
+}
+
 int run_shell(Session& session) {
   g_session = &session;
   rl_attempted_completion_function = complete;
@@ -120,7 +143,7 @@ int run_script(Session& session, bool json) {
 
 int main(int argc, char** argv) {
   std::string nodes, route;
-  unsigned timeout_ms = 3000;
+  unsigned timeout_ms = 3000, session_wait_ms = 2000;
   po::options_description opts(
       "kvcli: the kvstore shell\n\n"
       "Usage:\n"
@@ -135,6 +158,9 @@ int main(int argc, char** argv) {
     ("route", po::value(&route)->default_value("rr"),
      "rr: each command to the next node in turn; random; or N: always node N")
     ("json", "print one JSON object per command on one line")
+    ("no-session", "reads do not wait for this session's writes (the seed's behaviour)")
+    ("session-wait", po::value(&session_wait_ms)->default_value(2000),
+     "how long a read waits, in ms, for a node to apply this session's writes")
     ("timeout", po::value(&timeout_ms)->default_value(3000), "per-request deadline in ms");
   // clang-format on
 
@@ -142,7 +168,8 @@ int main(int argc, char** argv) {
   int split = 1;
   while (split < argc && std::strncmp(argv[split], "-", 1) == 0) {
     const std::string a = argv[split];
-    const bool takes_value = a == "--nodes" || a == "--route" || a == "--timeout";
+    const bool takes_value =
+        a == "--nodes" || a == "--route" || a == "--timeout" || a == "--session-wait";
     split += takes_value ? 2 : 1;
   }
   split = std::min(split, argc);
@@ -159,6 +186,9 @@ int main(int argc, char** argv) {
     so.route = route;
     so.json = vm.count("json") > 0;
     so.timeout = std::chrono::milliseconds(timeout_ms);
+    so.session = vm.count("no-session") == 0;
+    so.session_wait = std::chrono::milliseconds(session_wait_ms);
+    so.color = want_color(so.json);
   } catch (const std::exception& e) {
     std::cerr << "kvcli: " << e.what() << "\nTry 'kvcli --help'.\n";
     return 2;
@@ -174,12 +204,16 @@ int main(int argc, char** argv) {
         return 2;
       }
       if (so.route == "rr") session.set_rr_position(load_rr_position());
+      load_token(session);
       const bool ok = session.run(std::get<Command>(parsed), std::cout, std::cerr);
       if (so.route == "rr") save_rr_position(session.rr_position());
+      save_token(session);
       return ok ? 0 : 1;
     }
-    if (isatty(STDIN_FILENO)) return run_shell(session);
-    return run_script(session, so.json);
+    load_token(session);
+    const int code = isatty(STDIN_FILENO) ? run_shell(session) : run_script(session, so.json);
+    save_token(session);
+    return code;
   } catch (const std::exception& e) {
     std::cerr << "kvcli: " << e.what() << std::endl;
     return 2;

@@ -11,8 +11,10 @@
 #include <ctime>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <random>
 #include <set>
+#include <sstream>
 
 #include "common/node_client.hpp"
 #include "common/notification.hpp"
@@ -43,6 +45,31 @@ std::string now_hms() {
   return buf;
 }
 
+// ANSI colour for people at a terminal; plain text otherwise.
+struct Style {
+  bool on = false;
+  std::string paint(const char* code, const std::string& text) const {
+    return on ? std::string("\033[") + code + "m" + text + "\033[0m" : text;
+  }
+  std::string error(const std::string& t) const { return paint("1;31", t); }
+  std::string note(const std::string& t) const { return paint("33", t); }
+  std::string good(const std::string& t) const { return paint("32", t); }
+  std::string dim(const std::string& t) const { return paint("2", t); }
+  std::string id(const std::string& t) const { return paint("1;36", t); }
+};
+
+std::string show(const Style& st, const Item& it) {
+  std::ostringstream s;
+  s << it;
+  std::string text = s.str();
+  // Colour the id ("ID:1a, Version:1 ...").
+  const auto at = text.find(it.id);
+  if (st.on && at != std::string::npos) {
+    text = text.substr(0, at) + st.id(it.id) + text.substr(at + it.id.size());
+  }
+  return text;
+}
+
 // What to do next, after the node's own sentence.
 std::string hint(proto::ErrorCode code) {
   switch (code) {
@@ -66,6 +93,10 @@ struct Session::Impl {
   std::size_t next = 0;  // round-robin position
   std::mt19937 rng{std::random_device{}()};
   std::vector<std::string> ids;
+  Style style;
+  std::vector<std::string> names;            // each node's name, learned on connecting
+  std::map<std::string, SessionMark> token;  // read-your-writes: our writes, by node name
+  std::string behind;                        // set by a read whose node lacked our writes
 
   // Runs `coro` to completion on our io_context. The connections' readers stay pending in
   // it between commands, so run handlers until this one is done rather than until idle.
@@ -108,14 +139,51 @@ struct Session::Impl {
       } catch (const boost::system::system_error& e) {
         throw NotReached(e.code());
       }
+      // The session token names nodes, so learn this one's name.
+      auto st = co_await c.call(proto::msg::Status{}, options.timeout);
+      if (auto* r = std::get_if<proto::msg::StatusReply>(&st)) names[i] = r->status.name;
     }
     last_used[i] = now;
     co_return co_await c.call(std::move(req), options.timeout);
   }
 
+  // Read-your-writes: before a read, wait (bounded) until node i has every write this session
+  // made; if it does not in time, remember why, and the read shows what the node has.
+  asio::awaitable<void> wait_for_session(std::size_t i) {
+    if (!options.session || token.empty()) co_return;
+    proto::msg::Wait w;
+    w.timeout_ms = static_cast<std::uint64_t>(options.session_wait.count());
+    for (const auto& [node, mark] : token) w.want.push_back(mark);
+    auto resp = co_await call(i, w);
+    auto* r = std::get_if<proto::msg::Waited>(&resp);
+    if (!r || r->caught_up) co_return;
+    std::string lacking;
+    for (std::size_t k = 0; k < w.want.size() && k < r->have.size(); ++k) {
+      const auto& want = w.want[k];
+      const auto& have = r->have[k];
+      if (have.incarnation == want.incarnation && have.seq >= want.seq) continue;
+      if (!lacking.empty()) lacking += ", ";
+      lacking += "on " + want.node + " up to change " + std::to_string(want.seq) + " (it has " +
+                 (have.incarnation == want.incarnation ? std::to_string(have.seq) : "none") + ")";
+      // Another life of that node's data directory: the write cannot arrive; stop waiting.
+      if (have.incarnation != 0 && have.incarnation != want.incarnation) token.erase(want.node);
+    }
+    behind = label(i) + " has not applied your writes " + lacking + " after " +
+             std::to_string(options.session_wait.count()) +
+             " ms; this shows what it has. Is kvsync running? `nodes` shows how far behind "
+             "each node is; `session off` stops waiting";
+  }
+
+  void remember_write(std::size_t i, const proto::msg::ItemReply& r) {
+    if (!options.session || r.seq == 0 || names[i].empty()) return;
+    auto& m = token[names[i]];
+    if (m.incarnation != r.incarnation || m.seq < r.seq) m = {names[i], r.incarnation, r.seq};
+  }
+
   // A LIST reply gathers every page from the same node.
   asio::awaitable<proto::Response> request(std::size_t i, proto::Request req) {
     auto* list = std::get_if<proto::msg::List>(&req);
+    if (list || std::holds_alternative<proto::msg::Get>(req)) co_await wait_for_session(i);
     if (!list) co_return co_await call(i, std::move(req));
     proto::msg::ItemsReply all;
     proto::msg::List page = *list;
@@ -145,7 +213,7 @@ struct Session::Impl {
       out << json::serialize(json::object{{"ok", false}, {"node", node}, {"error", message}})
           << std::endl;
     } else {
-      err << "error: " << message << std::endl;
+      err << style.error("error:") << " " << message << std::endl;
     }
   }
 };
@@ -155,7 +223,9 @@ Session::Session(SessionOptions options) : impl_(std::make_unique<Impl>()) {
   for (std::size_t i = 0; i < impl_->options.nodes.size(); ++i) {
     impl_->clients.push_back(std::make_unique<NodeClient>(impl_->io.get_executor()));
     impl_->last_used.emplace_back();
+    impl_->names.emplace_back();
   }
+  impl_->style.on = impl_->options.color && !impl_->options.json;
   if (auto e = set_route(impl_->options.route); !e.empty()) throw std::invalid_argument(e);
 }
 
@@ -163,6 +233,33 @@ Session::~Session() = default;
 
 const std::vector<std::string>& Session::known_ids() const {
   return impl_->ids;
+}
+
+namespace {
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+}  // namespace
+
+std::string Session::save_token() const {
+  std::string out = "kvcli-session 1 " + joined(impl_->options.nodes) + "\n";
+  for (const auto& [node, m] : impl_->token) {
+    out += m.node + " " + std::to_string(m.incarnation) + " " + std::to_string(m.seq) + "\n";
+  }
+  return out;
+}
+
+void Session::load_token(const std::string& text) {
+  std::istringstream in(text);
+  std::string magic, version, nodes;
+  if (!(in >> magic >> version >> nodes) || magic != "kvcli-session" || version != "1" ||
+      nodes != joined(impl_->options.nodes)) {
+    return;  // another cluster's, or nothing
+  }
+  SessionMark m;
+  while (in >> m.node >> m.incarnation >> m.seq) impl_->token[m.node] = m;
 }
 
 std::size_t Session::rr_position() const {
@@ -194,6 +291,7 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
   for (std::size_t k = 0; k < clients.size(); ++k) {
     const std::size_t i = (first + k) % clients.size();
     proto::Response resp;
+    behind.clear();
     try {
       resp = block_on(request(i, req));
     } catch (const NotReached& e) {
@@ -240,7 +338,10 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
       return false;
     }
     std::vector<Item> items;
-    if (auto* r = std::get_if<proto::msg::ItemReply>(&resp)) items.push_back(r->item);
+    if (auto* r = std::get_if<proto::msg::ItemReply>(&resp)) {
+      items.push_back(r->item);
+      remember_write(i, *r);
+    }
     if (auto* r = std::get_if<proto::msg::ItemsReply>(&resp)) items = r->items;
     remember(items);
     if (options.json) {
@@ -248,13 +349,22 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
       for (const auto& it : items) arr.push_back(item_json(it));
       json::object o{{"ok", true}, {"node", node}, {"items", std::move(arr)}};
       if (!skipped.empty()) o["skipped"] = skipped;
+      if (!behind.empty()) {
+        o["behind"] = true;
+        o["note"] = behind;
+      }
       out << json::serialize(o) << std::endl;
-    } else if (std::holds_alternative<proto::msg::ItemsReply>(resp)) {
-      for (const auto& it : items) out << it << "\n";
-      out << "(" << items.size() << (items.size() == 1 ? " item" : " items") << " from " << label(i)
-          << ")" << std::endl;
+      return true;
+    }
+    if (!behind.empty()) err << style.note("note:") << " " << behind << std::endl;
+    if (std::holds_alternative<proto::msg::ItemsReply>(resp)) {
+      for (const auto& it : items) out << show(style, it) << "\n";
+      out << style.dim("(" + std::to_string(items.size()) +
+                       (items.size() == 1 ? " item" : " items") + " from " + label(i) + ")")
+          << std::endl;
     } else {
-      out << verb << " " << items.at(0) << "  (" << label(i) << ")" << std::endl;
+      out << (*verb ? style.good(verb) + " " : "") << show(style, items.at(0)) << "  "
+          << style.dim("(" + label(i) + ")") << std::endl;
     }
     return true;
   }
@@ -280,16 +390,24 @@ bool Session::Impl::run_nodes(std::ostream& out) {
       o["unsynced"] = s.unsynced;
       o["tombstones"] = s.tombstones;
       o["http_port"] = s.http_port;
+      o["syncer_stamp"] = s.syncer_stamp;
+      o["behind"] = s.syncer_stamp - std::min(s.syncer_stamp, s.applied_stamp);
+      o["subscribers"] = s.subscribers;
       any = true;
       if (!options.json) {
-        out << label(i) << "  up    name " << s.name << "  version " << s.version << "  items "
-            << s.items << "  unsynced " << s.unsynced << "  stamp " << s.applied_stamp << "\n";
+        const auto behind_by = s.syncer_stamp - std::min(s.syncer_stamp, s.applied_stamp);
+        out << label(i) << "  " << style.good("up") << "    name " << s.name << "  version "
+            << s.version << "  items " << s.items << "  stamp " << s.applied_stamp << "/"
+            << s.syncer_stamp << " ("
+            << (behind_by == 0 ? std::string("in step")
+                               : style.note(std::to_string(behind_by) + " behind"))
+            << ")  unsynced " << s.unsynced << "  subscribers " << s.subscribers << "\n";
       }
     } catch (const std::exception& e) {
       clients[i]->close();
       o["reachable"] = false;
       o["error"] = e.what();
-      if (!options.json) out << label(i) << "  DOWN  " << e.what() << "\n";
+      if (!options.json) out << label(i) << "  " << style.error("DOWN") << "  " << e.what() << "\n";
     }
     arr.push_back(std::move(o));
   }
@@ -325,18 +443,24 @@ bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostre
     const auto [host, port] = parse_host_port(options.nodes[i]);
     co_await ws.connect(host, static_cast<std::uint16_t>(s.http_port), options.timeout);
     if (stopping) co_return;
-    if (!options.json) err << "watching " << label(i) << " (Ctrl-C stops)" << std::endl;
+    if (!options.json) {
+      err << "watching " << label(i) << (w.item ? ", item " + *w.item : std::string())
+          << " (Ctrl-C stops)" << std::endl;
+    }
     for (;;) {
       const std::string text = co_await ws.next();
       auto n = parse_notification(text);
       if (!n || n->kind == Notification::Kind::kHello) continue;
+      if (w.item && n->item.id != *w.item) continue;
       if (options.json) {
         out << text << std::endl;
       } else {
-        out << now_hms() << " [" << n->node << "] " << to_string(n->kind) << " " << n->op << " "
-            << n->item;
-        if (n->kind == Notification::Kind::kSynced)
-          out << "  (stamp " << n->stamp << " from " << n->origin << ")";
+        const bool local = n->kind == Notification::Kind::kLocal;
+        out << style.dim(now_hms()) << " [" << n->node << "] "
+            << style.paint(local ? "32" : "36", std::string(to_string(n->kind))) << " " << n->op
+            << " " << show(style, n->item);
+        if (!local)
+          out << style.dim("  (stamp " + std::to_string(n->stamp) + " from " + n->origin + ")");
         out << std::endl;
       }
     }
@@ -399,6 +523,28 @@ bool Session::run(const Command& command, std::ostream& out, std::ostream& err) 
             out << json::serialize(json::object{{"ok", true}, {"route", c.mode}}) << std::endl;
           } else {
             out << "route " << c.mode << std::endl;
+          }
+          return true;
+        } else if constexpr (std::is_same_v<T, cmd::Session>) {
+          if (c.mode == "on") im.options.session = true;
+          if (c.mode == "off") im.options.session = false;
+          json::array marks;
+          std::string text;
+          for (const auto& [node, m] : im.token) {
+            marks.push_back(json::object{{"node", node}, {"seq", m.seq}});
+            text += " " + node + ":" + std::to_string(m.seq);
+          }
+          if (im.options.json) {
+            out << json::serialize(json::object{
+                       {"ok", true}, {"session", im.options.session}, {"writes", std::move(marks)}})
+                << std::endl;
+          } else {
+            out << "session " << (im.options.session ? "on" : "off")
+                << (im.options.session
+                        ? ": reads wait up to " + std::to_string(im.options.session_wait.count()) +
+                              " ms for your writes"
+                        : ": reads show whatever the node has (the seed's behaviour)")
+                << (text.empty() ? "" : "; your writes:" + text) << std::endl;
           }
           return true;
         } else if constexpr (std::is_same_v<T, cmd::Help>) {

@@ -16,6 +16,9 @@ struct SessionOptions {
   std::vector<std::string> nodes;  // host:port of each node's binary protocol
   std::string route = "rr";        // rr | random | N (1-based)
   bool json = false;               // one JSON object per command on one line
+  bool color = false;              // ANSI colour in human output (a terminal, NO_COLOR unset)
+  bool session = true;             // read-your-writes (docs/sync.md, "Sessions")
+  std::chrono::milliseconds session_wait{2000};  // how long a read waits for the session
   std::chrono::milliseconds timeout{3000};
 };
 
@@ -37,6 +40,11 @@ class Session {
 
   // Item ids seen in results so far, for completion.
   const std::vector<std::string>& known_ids() const;
+
+  // The session token (what this session has written, per node), as text to keep between
+  // one-shot invocations; load_token() ignores text from another node list.
+  std::string save_token() const;
+  void load_token(const std::string& text);
 
  private:
   struct Impl;

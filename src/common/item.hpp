@@ -44,6 +44,16 @@ struct StampedChange {
   friend bool operator==(const StampedChange&, const StampedChange&) = default;
 };
 
+// Read-your-writes (docs/sync.md, "Sessions"): how far a node's local changes go. `node` and
+// `incarnation` name the node and the life of its data directory; `seq` is a change sequence.
+struct SessionMark {
+  std::string node;
+  std::uint64_t incarnation = 0;
+  std::uint64_t seq = 0;
+
+  friend bool operator==(const SessionMark&, const SessionMark&) = default;
+};
+
 // What a node reports about itself (STATUS).
 struct NodeStatus {
   std::string name;               // short node name, the suffix of the ids it creates
@@ -54,8 +64,10 @@ struct NodeStatus {
   std::uint64_t synced_upto = 0;
   std::uint64_t items = 0;  // live items
   std::uint64_t tombstones = 0;
-  std::uint64_t unsynced = 0;   // local changes not yet in the syncer's log
-  std::uint64_t http_port = 0;  // where the node serves /ws notifications, on the same host
+  std::uint64_t unsynced = 0;      // local changes not yet in the syncer's log
+  std::uint64_t http_port = 0;     // where the node serves /ws notifications, on the same host
+  std::uint64_t syncer_stamp = 0;  // the syncer's latest stamp, as its last APPLY said
+  std::uint64_t subscribers = 0;   // WebSocket subscribers now
 
   friend bool operator==(const NodeStatus&, const NodeStatus&) = default;
 };

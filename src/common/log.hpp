@@ -1,4 +1,5 @@
-// Logging for every binary: Boost.Log to stderr, one line per record, with a level filter.
+// Logging for every binary: Boost.Log to stderr, one line per record (text or JSON), with a
+// level filter.
 #pragma once
 
 #include <boost/log/trivial.hpp>
@@ -7,8 +8,9 @@
 
 namespace kv::log {
 
-// Sets up the stderr sink. `level` is trace|debug|info|warning|error; throws on anything else.
-void init(const std::string& level);
+// Sets up the stderr sink. `level` is trace|debug|info|warning|error; `format` is text (a
+// readable line) or json (one object per line: ts, level, msg). Throws on anything else.
+void init(const std::string& level, const std::string& format = "text");
 
 }  // namespace kv::log
 

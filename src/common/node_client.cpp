@@ -44,6 +44,7 @@ struct NodeClient::State {
   std::string out;                                // encoded, not yet written
   bool writing = false;
   bool open = false;
+  std::shared_ptr<NodeClient::Traffic> traffic;
 
   void fail(boost::system::error_code ec) {
     open = false;
@@ -70,6 +71,7 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
       st->fail(ec);
       co_return;
     }
+    if (st->traffic) st->traffic->received += n;
     have += n;
     std::size_t pos = 0;
     for (;;) {
@@ -112,6 +114,7 @@ asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
       st->fail(ec);
       break;
     }
+    if (st->traffic) st->traffic->sent += n;
   }
   st->writing = false;
 }
@@ -135,6 +138,7 @@ void NodeClient::close() {
 asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port, Duration timeout) {
   close();
   auto st = std::make_shared<State>(state_->executor);
+  st->traffic = traffic_;
   state_ = st;
   tcp::resolver resolver(st->executor);
   asio::steady_timer timer(st->executor, timeout);

@@ -37,10 +37,18 @@ class NodeClient {
   bool is_open() const;
   void close();
 
+  // Bytes moved over every connection this client has made.
+  struct Traffic {
+    std::uint64_t received = 0;
+    std::uint64_t sent = 0;
+  };
+  const Traffic& traffic() const { return *traffic_; }
+
   struct State;  // shared with the reader and writer coroutines
 
  private:
   std::shared_ptr<State> state_;
+  std::shared_ptr<Traffic> traffic_ = std::make_shared<Traffic>();
 };
 
 // "host:port" -> (host, port); throws std::invalid_argument with a clear message.

@@ -23,7 +23,9 @@ std::string to_json(const Notification& n) {
   o["type"] = to_string(n.kind);
   o["node"] = n.node;
   o["seq"] = n.seq;
-  if (n.kind != Notification::Kind::kHello) {
+  if (n.kind == Notification::Kind::kHello) {
+    o["applied_stamp"] = n.stamp;
+  } else {
     o["op"] = n.op;
     o["stamp"] = n.stamp;
     o["origin"] = n.origin;
@@ -55,7 +57,11 @@ std::optional<Notification> parse_notification(std::string_view text) {
     }
     n.node = json::value_to<std::string>(o.at("node"));
     n.seq = json::value_to<std::uint64_t>(o.at("seq"));
-    if (n.kind == Notification::Kind::kHello) return n;
+    if (n.kind == Notification::Kind::kHello) {
+      if (const auto* s = o.if_contains("applied_stamp"))
+        n.stamp = json::value_to<std::uint64_t>(*s);
+      return n;
+    }
     n.op = json::value_to<std::string>(o.at("op"));
     n.stamp = json::value_to<std::uint64_t>(o.at("stamp"));
     n.origin = json::value_to<std::string>(o.at("origin"));

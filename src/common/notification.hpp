@@ -18,7 +18,7 @@ struct Notification {
   std::string op;           // create | update | delete (empty for hello)
   Item item;                // the value after the change (empty for hello)
   std::uint64_t seq = 0;    // local: the change sequence; hello: the node's current sequence
-  std::uint64_t stamp = 0;  // synced: the syncer's stamp
+  std::uint64_t stamp = 0;  // synced: the syncer's stamp; hello: the node's applied stamp
   std::string origin;       // synced: the node the change came from
 };
 

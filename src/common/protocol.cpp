@@ -163,6 +163,7 @@ MsgType type_of(const Request& req) {
         if constexpr (std::is_same_v<T, msg::List>) return MsgType::kList;
         if constexpr (std::is_same_v<T, msg::Update>) return MsgType::kUpdate;
         if constexpr (std::is_same_v<T, msg::Delete>) return MsgType::kDelete;
+        if constexpr (std::is_same_v<T, msg::Wait>) return MsgType::kWait;
         if constexpr (std::is_same_v<T, msg::Fetch>) return MsgType::kFetch;
         if constexpr (std::is_same_v<T, msg::Apply>) return MsgType::kApply;
       },
@@ -191,6 +192,22 @@ void write_payload(Writer& w, const msg::Update& m) {
   if (m.completed) w.u8(*m.completed ? 1 : 0);
   if (m.title) w.str(*m.title);
 }
+void write_marks(Writer& w, const std::vector<SessionMark>& marks) {
+  w.varint(marks.size());
+  for (const auto& m : marks) {
+    w.str(m.node);
+    w.varint(m.incarnation);
+    w.varint(m.seq);
+  }
+}
+void write_payload(Writer& w, const msg::Wait& m) {
+  w.varint(m.timeout_ms);
+  write_marks(w, m.want);
+}
+void write_payload(Writer& w, const msg::Waited& m) {
+  w.u8(m.caught_up ? 1 : 0);
+  write_marks(w, m.have);
+}
 void write_payload(Writer& w, const msg::Fetch& m) {
   w.varint(m.after_seq);
   w.varint(m.limit);
@@ -208,6 +225,8 @@ void write_payload(Writer& w, const msg::Apply& m) {
     w.varint(c.origin_seq);
     w.item(c.item);
   }
+  w.varint(m.stamp_high);
+  write_marks(w, m.marks);
 }
 void write_payload(Writer& w, const msg::Pong&) {}
 void write_payload(Writer& w, const msg::StatusReply& m) {
@@ -222,9 +241,13 @@ void write_payload(Writer& w, const msg::StatusReply& m) {
   w.varint(s.tombstones);
   w.varint(s.unsynced);
   w.varint(s.http_port);
+  w.varint(s.syncer_stamp);
+  w.varint(s.subscribers);
 }
 void write_payload(Writer& w, const msg::ItemReply& m) {
   w.item(m.item);
+  w.varint(m.seq);
+  w.varint(m.incarnation);
 }
 void write_payload(Writer& w, const msg::ItemsReply& m) {
   w.varint(m.items.size());
@@ -260,6 +283,21 @@ bool plausible_count(std::uint64_t n, std::size_t payload_size, std::size_t min_
   return n <= payload_size / min_element;
 }
 
+// At most kMaxSessionMarks; false when the count is larger.
+bool read_marks(Reader& r, std::vector<SessionMark>& out) {
+  const std::uint64_t n = r.varint();
+  if (n > kMaxSessionMarks) return false;
+  out.reserve(n);
+  for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
+    SessionMark m;
+    m.node = r.str(kMaxNameBytes);
+    m.incarnation = r.varint();
+    m.seq = r.varint();
+    out.push_back(std::move(m));
+  }
+  return r.ok();
+}
+
 std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
   switch (type) {
     case MsgType::kPing:
@@ -291,6 +329,12 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       if (mask & kFlagHasTitle) m.title = r.str(kMaxTitleBytes);
       return m;
     }
+    case MsgType::kWait: {
+      msg::Wait m;
+      m.timeout_ms = r.varint();
+      if (!read_marks(r, m.want)) return std::nullopt;
+      return m;
+    }
     case MsgType::kFetch: {
       msg::Fetch m;
       m.after_seq = r.varint();
@@ -317,6 +361,8 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
         c.item = r.item();
         m.changes.push_back(std::move(c));
       }
+      m.stamp_high = r.varint();
+      if (!read_marks(r, m.marks)) return std::nullopt;
       return m;
     }
     default:
@@ -340,13 +386,28 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       s.tombstones = r.varint();
       s.unsynced = r.varint();
       s.http_port = r.varint();
+      s.syncer_stamp = r.varint();
+      s.subscribers = r.varint();
       return msg::StatusReply{std::move(s)};
     }
     case MsgType::kCreate:
     case MsgType::kGet:
     case MsgType::kUpdate:
-    case MsgType::kDelete:
-      return msg::ItemReply{r.item()};
+    case MsgType::kDelete: {
+      msg::ItemReply m;
+      m.item = r.item();
+      m.seq = r.varint();
+      m.incarnation = r.varint();
+      return m;
+    }
+    case MsgType::kWait: {
+      msg::Waited m;
+      const std::uint8_t flag = r.u8();
+      if (flag > 1) return std::nullopt;
+      m.caught_up = flag == 1;
+      if (!read_marks(r, m.have)) return std::nullopt;
+      return m;
+    }
     case MsgType::kList: {
       const std::uint64_t n = r.varint();
       if (!plausible_count(n, size, kMinItemBytes)) return std::nullopt;
@@ -391,6 +452,7 @@ bool known_request_type(std::uint8_t t) {
     case MsgType::kList:
     case MsgType::kUpdate:
     case MsgType::kDelete:
+    case MsgType::kWait:
     case MsgType::kFetch:
     case MsgType::kApply:
       return true;

@@ -35,6 +35,8 @@ inline constexpr std::uint64_t kMaxFetchLimit = 10000;
 // kMaxFrameLength: FETCH, LIST pages and the syncer's APPLY batches.
 inline constexpr std::size_t kBatchBytes = 1024 * 1024;
 inline constexpr std::uint64_t kDefaultListLimit = 1000;
+inline constexpr std::size_t kMaxSessionMarks = 64;     // per WAIT and per APPLY
+inline constexpr std::uint64_t kMaxWaitMs = 60 * 1000;  // WAIT's timeout is clamped here
 
 // A response carries the request's type with this bit set, or kError.
 inline constexpr std::uint8_t kResponseBit = 0x80;
@@ -47,6 +49,7 @@ enum class MsgType : std::uint8_t {
   kList = 0x12,
   kUpdate = 0x13,
   kDelete = 0x14,
+  kWait = 0x15,
   kFetch = 0x20,
   kApply = 0x21,
   kError = 0xFF,
@@ -151,6 +154,12 @@ struct Update {
 struct Delete {
   std::string id;
 };
+// Read-your-writes: answers once this node has every change named in `want` (its own, or
+// applied from the syncer), or after `timeout_ms` (clamped to kMaxWaitMs), whichever is first.
+struct Wait {
+  std::uint64_t timeout_ms = 0;
+  std::vector<SessionMark> want;
+};
 // Sync: the node's local changes with seq > after_seq, oldest first, at most `limit`.
 struct Fetch {
   std::uint64_t after_seq = 0;
@@ -171,6 +180,11 @@ struct Apply {
   std::uint64_t purge_upto = 0;
   bool reset = false;
   std::vector<StampedChange> changes;
+  std::uint64_t stamp_high = 0;  // the syncer's latest stamp (how far behind the node is)
+  // Sent when the batch brings the node up to the log's latest stamp: for every node, how far
+  // its local changes are stamped, hence now applied here (read-your-writes; at most
+  // kMaxSessionMarks).
+  std::vector<SessionMark> marks;
 };
 
 // Responses.
@@ -180,6 +194,10 @@ struct StatusReply {
 };
 struct ItemReply {
   Item item;
+  // A write's change: its sequence number and the node's incarnation, for a session token
+  // (both 0 when answering GET).
+  std::uint64_t seq = 0;
+  std::uint64_t incarnation = 0;
 };
 struct ItemsReply {
   std::vector<Item> items;
@@ -194,6 +212,10 @@ struct Applied {
   std::uint64_t synced_upto = 0;
   std::uint64_t changed = 0;  // how many items the batch changed
 };
+struct Waited {
+  bool caught_up = false;
+  std::vector<SessionMark> have;  // how far this node is, for each node named in the request
+};
 struct Error {
   ErrorCode code = ErrorCode::kBadFrame;
   std::string message;
@@ -201,9 +223,9 @@ struct Error {
 }  // namespace msg
 
 using Request = std::variant<msg::Ping, msg::Status, msg::Create, msg::Get, msg::List, msg::Update,
-                             msg::Delete, msg::Fetch, msg::Apply>;
+                             msg::Delete, msg::Wait, msg::Fetch, msg::Apply>;
 using Response = std::variant<msg::Pong, msg::StatusReply, msg::ItemReply, msg::ItemsReply,
-                              msg::Changes, msg::Applied, msg::Error>;
+                              msg::Changes, msg::Applied, msg::Waited, msg::Error>;
 
 // Appends one whole frame.
 void encode_request(std::string& out, std::uint32_t request_id, const Request& req);

@@ -9,10 +9,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <array>
 #include <memory>
 #include <vector>
 
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "common/protocol.hpp"
 #include "node/store.hpp"
 
@@ -37,6 +39,119 @@ proto::Response to_response(Result<T>&& r) {
   }
 }
 
+// A write's answer names its change, for the client's session token.
+proto::Response write_response(const Store& store, Result<Item>&& r) {
+  auto resp = to_response(std::move(r));
+  if (auto* item = std::get_if<proto::msg::ItemReply>(&resp)) {
+    item->seq = store.seq();
+    item->incarnation = store.incarnation();
+  }
+  return resp;
+}
+
+std::string_view type_name(proto::MsgType t) {
+  switch (t) {
+    case proto::MsgType::kPing:
+      return "ping";
+    case proto::MsgType::kStatus:
+      return "status";
+    case proto::MsgType::kCreate:
+      return "create";
+    case proto::MsgType::kGet:
+      return "get";
+    case proto::MsgType::kList:
+      return "list";
+    case proto::MsgType::kUpdate:
+      return "update";
+    case proto::MsgType::kDelete:
+      return "delete";
+    case proto::MsgType::kWait:
+      return "wait";
+    case proto::MsgType::kFetch:
+      return "fetch";
+    case proto::MsgType::kApply:
+      return "apply";
+    default:
+      return "unknown";
+  }
+}
+
+// The binary server's metrics, looked up once per request type rather than per request.
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(metrics::Registry* r) : registry_(r) {
+    if (!r) return;
+    bytes_in_ = &r->counter("kv_binary_received_bytes_total", "Bytes read from binary clients");
+    bytes_out_ = &r->counter("kv_binary_sent_bytes_total", "Bytes written to binary clients");
+    accepted_ = &r->counter("kv_binary_connections_total", "Binary connections accepted");
+    refused_ = &r->counter("kv_binary_connections_refused_total",
+                           "Binary connections refused at the connection limit");
+  }
+  void request(proto::MsgType type, bool ok, double seconds) {
+    if (!registry_) return;
+    auto& slot = slots_[static_cast<std::uint8_t>(type)];
+    if (!slot.ok) {
+      const std::string name(type_name(type));
+      slot.ok = &registry_->counter("kv_requests_total", "Binary requests by type and outcome",
+                                    {{"type", name}, {"outcome", "ok"}});
+      slot.error = &registry_->counter("kv_requests_total", "Binary requests by type and outcome",
+                                       {{"type", name}, {"outcome", "error"}});
+      slot.latency = &registry_->histogram(
+          "kv_request_duration_seconds",
+          "From a request's arrival to its answer being ready (durable, for writes)",
+          {{"type", name}});
+    }
+    (ok ? slot.ok : slot.error)->inc();
+    slot.latency->observe(seconds);
+  }
+  void received(std::size_t n) {
+    if (bytes_in_) bytes_in_->inc(static_cast<double>(n));
+  }
+  void sent(std::size_t n) {
+    if (bytes_out_) bytes_out_->inc(static_cast<double>(n));
+  }
+  void accepted() {
+    if (accepted_) accepted_->inc();
+  }
+  void refused() {
+    if (refused_) refused_->inc();
+  }
+
+ private:
+  struct Slot {
+    metrics::Counter* ok = nullptr;
+    metrics::Counter* error = nullptr;
+    metrics::Histogram* latency = nullptr;
+  };
+  metrics::Registry* registry_;
+  std::array<Slot, 256> slots_{};
+  metrics::Counter* bytes_in_ = nullptr;
+  metrics::Counter* bytes_out_ = nullptr;
+  metrics::Counter* accepted_ = nullptr;
+  metrics::Counter* refused_ = nullptr;
+};
+
+// Read-your-writes: waits (bounded) until the store has every change the session names.
+asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch& commits,
+                                                 const proto::msg::Wait& w) {
+  const auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(std::min<std::uint64_t>(w.timeout_ms, proto::kMaxWaitMs));
+  proto::msg::Waited reply;
+  for (;;) {
+    reply.have.clear();
+    const SessionState state = store.session(w.want, reply.have);
+    if (state == SessionState::kCaughtUp) {
+      reply.caught_up = true;
+      co_return reply;
+    }
+    if (state == SessionState::kNever || std::chrono::steady_clock::now() >= deadline) {
+      co_return reply;
+    }
+    co_await commits.wait_until(deadline);  // woken by each commit, APPLYs included
+  }
+}
+
 proto::Response handle(Store& store, const BinaryOptions& options, proto::Request& req) {
   return std::visit(
       [&](auto& m) -> proto::Response {
@@ -46,17 +161,20 @@ proto::Response handle(Store& store, const BinaryOptions& options, proto::Reques
         } else if constexpr (std::is_same_v<T, proto::msg::Status>) {
           NodeStatus status = store.status();
           status.http_port = options.http_port;
+          if (options.subscribers) status.subscribers = options.subscribers();
           return proto::msg::StatusReply{std::move(status)};
         } else if constexpr (std::is_same_v<T, proto::msg::Create>) {
-          return to_response(store.create(m.title));
+          return write_response(store, store.create(m.title));
         } else if constexpr (std::is_same_v<T, proto::msg::Get>) {
           return to_response(store.get(m.id));
         } else if constexpr (std::is_same_v<T, proto::msg::List>) {
           return store.list_page(m.after, m.limit);
         } else if constexpr (std::is_same_v<T, proto::msg::Update>) {
-          return to_response(store.update(m));
+          return write_response(store, store.update(m));
         } else if constexpr (std::is_same_v<T, proto::msg::Delete>) {
-          return to_response(store.remove(m.id));
+          return write_response(store, store.remove(m.id));
+        } else if constexpr (std::is_same_v<T, proto::msg::Wait>) {
+          return Error{proto::ErrorCode::kUnknownType, "WAIT is answered by the session"};
         } else if constexpr (std::is_same_v<T, proto::msg::Fetch>) {
           return store.fetch(m.after_seq, m.limit);
         } else {
@@ -75,10 +193,11 @@ struct Answer {
   proto::MsgType type = proto::MsgType::kPing;
   proto::Response response;
   std::uint64_t ticket = 0;  // the change this request made, if any
+  std::chrono::steady_clock::time_point arrived;
 };
 
 asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch& commits,
-                                  const BinaryOptions& options) {
+                                  const BinaryOptions& options, ServerMetrics& metrics) {
   std::vector<std::uint8_t> in(64 * 1024);
   std::size_t have = 0;
   std::string out;
@@ -104,9 +223,13 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
       pos += d.frame.size;
       auto parsed = proto::parse_request(d.frame);
       const auto type = static_cast<proto::MsgType>(d.frame.type);
-      Answer a{d.frame.request_id, type, proto::msg::Pong{}, 0};
+      Answer a{d.frame.request_id, type, proto::msg::Pong{}, 0, std::chrono::steady_clock::now()};
       if (auto* e = std::get_if<Error>(&parsed)) {
         a.response = std::move(*e);
+      } else if (auto* w = std::get_if<proto::msg::Wait>(&std::get<proto::Request>(parsed))) {
+        // Requests after it on this connection run once it is answered: a read pipelined behind
+        // a WAIT sees what the WAIT waited for.
+        a.response = co_await wait_session(store, commits, *w);
       } else {
         const std::uint64_t before = store.last_ticket();
         a.response = handle(store, options, std::get<proto::Request>(parsed));
@@ -123,9 +246,12 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
     std::uint64_t wait_for = 0;
     for (const auto& a : answers) wait_for = std::max(wait_for, a.ticket);
     if (wait_for > 0) co_await commits.wait(store, wait_for);
+    const auto answered = std::chrono::steady_clock::now();
     for (auto& a : answers) {
       if (a.ticket != 0 && store.failed(a.ticket)) a.response = store.storage_error();
       proto::encode_response(out, a.request_id, a.type, a.response);
+      metrics.request(a.type, !std::holds_alternative<Error>(a.response),
+                      std::chrono::duration<double>(answered - a.arrived).count());
     }
     answers.clear();
     if (pos > 0) {
@@ -137,6 +263,7 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
       auto w = co_await (asio::async_write(socket, asio::buffer(out), kTuple) ||
                          idle.async_wait(kTuple));
       if (w.index() == 1 || std::get<0>(std::get<0>(w))) co_return;
+      metrics.sent(out.size());
       out.clear();
     }
     if (fatal) co_return;
@@ -159,6 +286,7 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
     }
     auto [ec, n] = std::get<0>(r);
     if (ec) co_return;  // eof, reset or cancelled: a normal end
+    metrics.received(n);
     have += n;
   }
 }
@@ -176,10 +304,20 @@ asio::awaitable<void> CommitWatch::wait(const Store& store, std::uint64_t ticket
   while (store.completed_ticket() < ticket) co_await timer_.async_wait(kTuple);
 }
 
+asio::awaitable<void> CommitWatch::wait_until(std::chrono::steady_clock::time_point deadline) {
+  asio::steady_timer until(timer_.get_executor(), deadline);
+  co_await (timer_.async_wait(kTuple) || until.async_wait(kTuple));
+}
+
 asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, CommitWatch& commits,
                                    BinaryOptions options) {
   auto executor = co_await asio::this_coro::executor;
   auto live = std::make_shared<std::size_t>(0);
+  auto metrics = std::make_shared<ServerMetrics>(options.metrics);
+  if (options.metrics) {
+    options.metrics->gauge("kv_binary_connections", "Binary connections open", {},
+                           [live] { return static_cast<double>(*live); });
+  }
   asio::steady_timer backoff(executor);
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(kTuple);
@@ -193,6 +331,7 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
     }
     if (*live >= options.max_connections) {
       KV_LOG(warning) << "refusing connection: " << *live << " connections open";
+      metrics->refused();
       boost::system::error_code ec2;
       socket.close(ec2);
       continue;
@@ -200,10 +339,11 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     ++*live;
+    metrics->accepted();
     asio::co_spawn(
         executor,
-        [&store, &commits, options, live, s = std::move(socket)]() mutable
-        -> asio::awaitable<void> { co_await run_session(s, store, commits, options); },
+        [&store, &commits, options, live, metrics, s = std::move(socket)]() mutable
+        -> asio::awaitable<void> { co_await run_session(s, store, commits, options, *metrics); },
         [live](std::exception_ptr e) {
           --*live;
           if (e) {

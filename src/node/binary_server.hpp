@@ -9,6 +9,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+
+namespace kv::metrics {
+class Registry;
+}
 
 namespace kv::node {
 
@@ -20,6 +25,8 @@ struct BinaryOptions {
       std::chrono::minutes(5)};     // no complete frame for this long
   std::size_t max_pipeline = 1024;  // requests answered per write; more wait for the next round
   std::uint16_t http_port = 0;      // reported in STATUS so clients find the notifications
+  metrics::Registry* metrics = nullptr;      // requests, latencies, bytes and connections go here
+  std::function<std::size_t()> subscribers;  // WebSocket subscribers, reported in STATUS
 };
 
 // Sessions wait here for their changes to become durable before they answer. The owner calls
@@ -30,6 +37,8 @@ class CommitWatch {
   void notify_all();
   // Returns once `store` has completed `ticket` (durable or failed).
   boost::asio::awaitable<void> wait(const Store& store, std::uint64_t ticket);
+  // Returns after the next notify_all() or at `deadline`, whichever is first.
+  boost::asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point deadline);
 
  private:
   boost::asio::steady_timer timer_;  // never expires; cancelled to wake every waiter

@@ -11,20 +11,48 @@
 
 #include "common/command_line.hpp"
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "common/notification.hpp"
+#include "common/web_server.hpp"
 #include "node/binary_server.hpp"
-#include "node/http_server.hpp"
+#include "node/http_api.hpp"
 #include "node/store.hpp"
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;
 using asio::ip::tcp;
 
+namespace {
+void register_gauges(kv::metrics::Registry& m, const kv::node::Store& store,
+                     const kv::web::Hub& hub) {
+  const auto status = [&store](auto field) {
+    return [&store, field] { return static_cast<double>(store.status().*field); };
+  };
+  m.gauge("kv_version", "The store-wide version counter", {}, status(&kv::NodeStatus::version));
+  m.gauge("kv_change_seq", "The node-local change sequence", {}, status(&kv::NodeStatus::seq));
+  m.gauge("kv_applied_stamp", "The highest syncer stamp applied here", {},
+          status(&kv::NodeStatus::applied_stamp));
+  m.gauge("kv_items", "Live items", {}, status(&kv::NodeStatus::items));
+  m.gauge("kv_tombstones", "Deleted items kept until every node has seen the delete", {},
+          status(&kv::NodeStatus::tombstones));
+  m.gauge("kv_unsynced_changes", "Local changes not yet in the syncer's log", {},
+          status(&kv::NodeStatus::unsynced));
+  m.gauge("kv_ws_subscribers", "WebSocket subscribers", {},
+          [&hub] { return static_cast<double>(hub.subscribers()); });
+  m.gauge("kv_ws_queued_messages", "Notifications queued for subscribers, all queues", {},
+          [&hub] { return static_cast<double>(hub.queued()); });
+  m.gauge("kv_ws_dropped_subscribers", "Subscribers dropped because their queue overflowed", {},
+          [&hub] { return static_cast<double>(hub.dropped()); });
+  m.gauge("kv_storage_degraded", "1 while the database cannot be written", {},
+          [&store] { return store.degraded() ? 1.0 : 0.0; });
+}
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::string name, data, host, level, durability;
+  std::string name, data, host, level, log_format, durability;
   unsigned short port = 0, http_port = 0;
   kv::node::BinaryOptions binary_options;
-  kv::node::HttpLimits http_limits;
+  kv::web::Limits http_limits;
   po::options_description opts(
       "kvnode: a kvstore data node\n\n"
       "Usage: kvnode --name a --data DIR [--port 7001] [--http-port 7101]\n\nOptions");
@@ -37,7 +65,8 @@ int main(int argc, char** argv) {
     ("host", po::value(&host)->default_value("127.0.0.1"), "address to listen on")
     ("port", po::value(&port)->default_value(0), "binary protocol port (0: any free port)")
     ("http-port", po::value(&http_port)->default_value(0),
-     "HTTP port for /ws notifications, /status and /healthz (0: any free port)")
+     "HTTP port for /ws notifications, /items, /status, /metrics and /healthz (0: any free "
+     "port)")
     ("durability", po::value(&durability)->default_value("sync"),
      "sync: acknowledge a change once it is fsynced (group commit); async: once it is written "
      "to the OS, which survives a crash of kvnode but not of the machine")
@@ -47,13 +76,15 @@ int main(int argc, char** argv) {
      "binary-protocol connections served at once")
     ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
      "notifications queued per WebSocket subscriber before it is disconnected")
-    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
+    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
+    ("log-format", po::value(&log_format)->default_value("text"),
+     "text, or json (one object per line, for log shippers)");
   // clang-format on
   po::variables_map vm;
   bool sync = true;
   if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvnode", [&] {
         sync = kv::command_line::sync_durability(durability);
-        kv::log::init(level);
+        kv::log::init(level, log_format);
       })) {
     return *code;
   }
@@ -62,7 +93,8 @@ int main(int argc, char** argv) {
     kv::node::Store store({data, name, sync, /*background_commit=*/true,
                            /*await_syncer=*/vm.count("standalone") == 0});
     // Declared before the io_context: the sessions it destroys on exit still refer to them.
-    kv::node::NotificationHub hub;
+    kv::web::Hub hub;
+    kv::metrics::Registry metrics;
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
     // The writer thread reports finished groups; the I/O thread processes them and wakes the
@@ -77,6 +109,11 @@ int main(int argc, char** argv) {
     tcp::acceptor binary(io, {address, port});
     tcp::acceptor web(io, {address, http_port});
     binary_options.http_port = web.local_endpoint().port();
+    binary_options.metrics = &metrics;
+    binary_options.subscribers = [&hub] { return hub.subscribers(); };
+    register_gauges(metrics, store, hub);
+    auto& notified = metrics.counter("kv_notifications_total",
+                                     "Change notifications published to WebSocket subscribers");
 
     store.set_observer([&](const kv::node::StoreEvent& e) {
       kv::Notification n;
@@ -90,22 +127,19 @@ int main(int argc, char** argv) {
       n.origin = e.origin;
       KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v"
                     << e.item.version;
+      notified.inc();
       hub.publish(std::make_shared<const std::string>(kv::to_json(n)),
-                  n.kind == kv::Notification::Kind::kLocal);
+                  n.kind == kv::Notification::Kind::kLocal ? kv::node::kTopicLocal
+                                                           : kv::node::kTopicSynced);
     });
-    auto hello = [&] {
-      kv::Notification n;
-      n.kind = kv::Notification::Kind::kHello;
-      n.node = name;
-      n.seq = store.status().seq;
-      return kv::to_json(n);
-    };
 
     auto on_done = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };
     asio::co_spawn(io, kv::node::serve_binary(binary, store, commits, binary_options), on_done);
-    asio::co_spawn(io, kv::node::serve_http(web, store, hub, http_limits, hello), on_done);
+    asio::co_spawn(
+        io, kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name), http_limits),
+        on_done);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {

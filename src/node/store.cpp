@@ -53,6 +53,10 @@ struct Store::Impl {
     items.erase(it);
   }
   std::function<void(const StoreEvent&)> observer;
+  // Read-your-writes: how far each other node's changes are applied here, as the syncer last
+  // said (Apply::marks). Memory only: after a restart the syncer's first APPLY brings them.
+  std::map<std::string, SessionMark, std::less<>> marks;
+  std::uint64_t syncer_stamp = 0;  // Apply::stamp_high, the latest heard
   bool fenced = false;    // client writes wait for the first APPLY (StoreOptions::await_syncer)
   bool degraded = false;  // the database could not be reopened after a failed write
   std::chrono::steady_clock::time_point last_recovery;
@@ -548,7 +552,53 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
   im.submit(wb);
   if (im.failed(ticket)) return im.storage_error();
+  im.syncer_stamp = std::max(im.syncer_stamp, std::max(batch.stamp_high, batch.upto_stamp));
+  for (const auto& m : batch.marks) {
+    auto& have = im.marks[m.node];
+    if (have.incarnation != m.incarnation || have.seq < m.seq) have = m;
+  }
   return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size()};
+}
+
+SessionState Store::session(const std::vector<SessionMark>& want,
+                            std::vector<SessionMark>& have) const {
+  const auto& im = *impl_;
+  SessionState state = SessionState::kCaughtUp;
+  const auto worse = [&state](SessionState s) {
+    if (static_cast<int>(s) > static_cast<int>(state)) state = s;
+  };
+  for (const auto& w : want) {
+    if (w.node == im.meta.name) {
+      // Our own changes: known at once. Another incarnation's, or a sequence we never reached
+      // (the directory was replaced), cannot be waited for.
+      have.push_back({im.meta.name, im.meta.incarnation, im.meta.seq});
+      if (w.incarnation != im.meta.incarnation || w.seq > im.meta.seq) worse(SessionState::kNever);
+      continue;
+    }
+    auto it = im.marks.find(w.node);
+    if (it == im.marks.end()) {
+      have.push_back({w.node, 0, 0});
+      worse(SessionState::kBehind);
+      continue;
+    }
+    have.push_back(it->second);
+    if (it->second.incarnation != w.incarnation || it->second.seq < w.seq) {
+      worse(SessionState::kBehind);
+    }
+  }
+  return state;
+}
+
+std::uint64_t Store::seq() const {
+  return impl_->meta.seq;
+}
+
+std::uint64_t Store::incarnation() const {
+  return impl_->meta.incarnation;
+}
+
+bool Store::degraded() const {
+  return impl_->degraded;
 }
 
 NodeStatus Store::status() const {
@@ -563,6 +613,7 @@ NodeStatus Store::status() const {
   s.items = impl_->items.size() - impl_->tombstones.size();
   s.tombstones = impl_->tombstones.size();
   s.unsynced = impl_->changelog.size();
+  s.syncer_stamp = std::max(impl_->syncer_stamp, m.applied_stamp);
   return s;
 }
 

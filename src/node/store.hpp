@@ -44,6 +44,13 @@ struct StoreEvent {
   std::string origin;       // kSynced: the node the change came from
 };
 
+// Whether a node has a session's writes (Store::session).
+enum class SessionState {
+  kCaughtUp,  // every change named is here
+  kBehind,    // some are not here yet; the syncer may still bring them
+  kNever,     // names this node's own changes from another life of its data directory
+};
+
 template <class T>
 using Result = std::variant<T, proto::msg::Error>;
 
@@ -71,6 +78,13 @@ class Store {
   Result<proto::msg::Applied> apply(const proto::msg::Apply& batch);
 
   NodeStatus status() const;
+  std::uint64_t seq() const;          // the latest local change's sequence number
+  std::uint64_t incarnation() const;  // fixed when the data directory was created
+  // Read-your-writes (docs/sync.md, "Sessions"): whether every change in `want` is here. For
+  // each entry, `have` gets how far this node is for that node.
+  SessionState session(const std::vector<SessionMark>& want, std::vector<SessionMark>& have) const;
+  // True while the database cannot be written (a failed write it has not recovered from).
+  bool degraded() const;
 
   // Called for every change once it is durable, in commit order, on the thread that calls
   // poll_commits() (or inside the change's call when commits are inline).

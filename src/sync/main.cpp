@@ -10,20 +10,25 @@
 
 #include "common/command_line.hpp"
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "common/node_client.hpp"
 #include "common/protocol.hpp"
 #include "common/store_error.hpp"
+#include "common/web_server.hpp"
+#include "sync/http_api.hpp"
 #include "sync/syncer.hpp"
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
-  std::string nodes, data, level, durability;
+  std::string nodes, data, host, level, log_format, durability;
+  unsigned short http_port = 0;
   kv::sync::SyncerOptions options;
   po::options_description opts(
       "kvsync: the kvstore sync daemon\n\n"
-      "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR\n\nOptions");
+      "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR [--http-port 7100]\n\n"
+      "Serves the viewer page at http://HOST:HTTP-PORT/ and /metrics, /healthz.\n\nOptions");
   // clang-format off
   opts.add_options()
     ("help,h", "show this help")
@@ -36,7 +41,12 @@ int main(int argc, char** argv) {
      "changes fetched from a node in one request")
     ("batch-limit", po::value(&options.batch_limit)->default_value(1000),
      "changes sent to a node in one request")
-    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error");
+    ("host", po::value(&host)->default_value("127.0.0.1"), "address the HTTP port listens on")
+    ("http-port", po::value(&http_port)->default_value(7100),
+     "HTTP port for the viewer, its WebSocket, /nodes, /metrics and /healthz (0: any free port)")
+    ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
+    ("log-format", po::value(&log_format)->default_value("text"),
+     "text, or json (one object per line, for log shippers)");
   // clang-format on
   po::variables_map vm;
   if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvsync", [&] {
@@ -49,19 +59,37 @@ int main(int argc, char** argv) {
                                       " and --batch-limit positive");
         }
         options.data = data;
-        kv::log::init(level);
+        kv::log::init(level, log_format);
       })) {
     return *code;
   }
 
   try {
+    // Declared before the io_context: the sessions it destroys on exit still refer to them.
+    kv::web::Hub hub;
+    kv::metrics::Registry metrics;
     asio::io_context io(1);
     kv::sync::Syncer syncer(io.get_executor(), options);
-    asio::co_spawn(io,
-                   syncer.run([&] { std::cout << "kvsync ready nodes=" << nodes << std::endl; }),
-                   [](std::exception_ptr e) {
-                     if (e) std::rethrow_exception(e);
-                   });
+    syncer.register_metrics(metrics);
+    metrics.gauge("kvsync_ws_subscribers", "Viewer WebSocket subscribers", {},
+                  [&hub] { return static_cast<double>(hub.subscribers()); });
+    metrics.gauge("kvsync_ws_queued_messages", "Events queued for viewers, all queues", {},
+                  [&hub] { return static_cast<double>(hub.queued()); });
+    syncer.set_listener([&hub](std::string json) {
+      if (hub.subscribers() > 0) hub.publish(std::make_shared<const std::string>(std::move(json)));
+    });
+    asio::ip::tcp::acceptor web(io, {asio::ip::make_address(host), http_port});
+    const auto rethrow = [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    };
+    asio::co_spawn(io, kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics), {}),
+                   rethrow);
+    // The viewer works from the start; "ready" follows once every node has been reached.
+    std::cout << "kvsync serving http=" << web.local_endpoint() << std::endl;
+    asio::co_spawn(io, syncer.run([&] {
+      std::cout << "kvsync ready nodes=" << nodes << " http=" << web.local_endpoint() << std::endl;
+    }),
+                   rethrow);
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;

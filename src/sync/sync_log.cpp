@@ -207,6 +207,15 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   return out;
 }
 
+std::vector<SessionMark> SyncLog::marks() const {
+  std::vector<SessionMark> out;
+  for (const auto& [node, c] : impl_->cursors) {
+    if (out.size() == proto::kMaxSessionMarks) break;
+    out.push_back({node, c.incarnation, c.seq});
+  }
+  return out;
+}
+
 void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq) {
   const Cursor cur{incarnation, seq};
   rocksdb::WriteBatch b;

@@ -38,6 +38,10 @@ class SyncLog {
   // A node seen with another incarnation starts again from 0.
   std::uint64_t cursor(const std::string& node, std::uint64_t incarnation) const;
 
+  // Every node's cursor as a session mark: once a node has applied every stamp up to
+  // counter(), it holds each node's changes up to these (read-your-writes, docs/sync.md).
+  std::vector<SessionMark> marks() const;
+
   struct Stamped {
     std::uint64_t stamp = 0;              // 0 when nothing was accepted
     std::vector<StampedChange> accepted;  // what was stored under `stamp`

@@ -6,11 +6,14 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <boost/json.hpp>
+
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "common/node_client.hpp"
 #include "common/notification.hpp"
 #include "common/wakeup.hpp"
@@ -42,7 +45,22 @@ struct Link {
   NodeStatus status;  // as reported when the link came up
   std::uint64_t applied_stamp = 0;  // as the node last reported
   std::uint64_t synced_upto = 0;
+  std::uint64_t seq_seen = 0;    // the highest local seq its notifications announced
+  std::uint64_t reconnects = 0;  // times the link came up again after the first
+  std::uint64_t fetches = 0;
+  std::uint64_t applies = 0;
 };
+
+using Clock = std::chrono::steady_clock;
+namespace json = boost::json;
+
+json::object item_json(const Item& it) {
+  return json::object{{"id", it.id},
+                      {"title", it.title},
+                      {"completed", it.completed},
+                      {"deleted", it.deleted},
+                      {"version", it.version}};
+}
 
 // One line per stamped change, printed once every connected node applied it.
 struct Report {
@@ -86,6 +104,52 @@ struct Syncer::Impl {
   std::vector<std::unique_ptr<Link>> links;
   std::map<std::uint64_t, Report> reports;  // by stamp, awaiting delivery
   std::function<void()> on_all_connected;
+  std::function<void(std::string)> listener;
+  // When each recent stamp was handed out, for the lag in seconds; pruned once every node has
+  // applied it, and bounded.
+  std::map<std::uint64_t, Clock::time_point> stamp_times;
+  static constexpr std::size_t kMaxStampTimes = 100000;
+  std::uint64_t changes_stamped = 0;
+
+  void emit(json::object o) {
+    if (listener) listener(json::serialize(o));
+  }
+  json::object link_json(const Link& l) const {
+    return json::object{{"address", l.address},
+                        {"name", l.status.name},
+                        {"http", l.status.name.empty() ? std::string() : http_address(l)},
+                        {"connected", l.connected},
+                        {"applied_stamp", l.applied_stamp}};
+  }
+  static std::string http_address(const Link& l) {
+    const auto colon = l.address.rfind(':');
+    return l.address.substr(0, colon) + ":" + std::to_string(l.status.http_port);
+  }
+  json::object nodes_object() const {
+    json::array nodes;
+    for (const auto& l : links) nodes.push_back(link_json(*l));
+    return json::object{{"stamp", log.counter()}, {"nodes", std::move(nodes)}};
+  }
+  void link_changed(const Link& l) {
+    json::object o = link_json(l);
+    o["type"] = "link";
+    emit(std::move(o));
+  }
+  // Seconds since the oldest stamp this link has not applied was handed out.
+  double lag_seconds(const Link& l) const {
+    if (l.applied_stamp >= log.counter()) return 0;
+    auto it = stamp_times.upper_bound(l.applied_stamp);
+    if (it == stamp_times.end()) return 0;
+    return std::chrono::duration<double>(Clock::now() - it->second).count();
+  }
+  void prune_stamp_times() {
+    std::uint64_t low = log.counter();
+    for (const auto& l : links) low = std::min(low, l->applied_stamp);
+    while (!stamp_times.empty() &&
+           (stamp_times.begin()->first <= low || stamp_times.size() > kMaxStampTimes)) {
+      stamp_times.erase(stamp_times.begin());
+    }
+  }
 
   asio::awaitable<void> run_link(Link& link);
   asio::awaitable<void> run_connected(Link& link);
@@ -185,7 +249,9 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
                         << ": full resync";
         link.applied_stamp = 0;
       }
+      if (link.ever_connected) ++link.reconnects;
       connected(link);
+      link_changed(link);
       backoff = options.backoff_initial;
       up = true;
       co_await run_connected(link);
@@ -202,6 +268,7 @@ asio::awaitable<void> Syncer::Impl::run_link(Link& link) {
     link.claimed = false;
     link.client.close();
     link.ws.close();
+    if (up) link_changed(link);
     flush_reports();
     wait.expires_after(backoff);
     co_await wait.async_wait(kTuple);
@@ -278,6 +345,7 @@ asio::awaitable<void> Syncer::Impl::watch(Link& link) {
       KV_LOG(warning) << "node " << link.status.name << " sent a notification we cannot parse";
       continue;
     }
+    link.seq_seen = std::max(link.seq_seen, n->seq);
     // Local changes (and the greeting) may need a fetch; changes we applied never do (no echo).
     if (n->kind != Notification::Kind::kSynced &&
         n->seq > log.cursor(link.status.name, link.status.incarnation)) {
@@ -299,6 +367,7 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
           co_await link.client.call(proto::msg::Fetch{cursor, options.fetch_limit},
                                     options.call_timeout),
           "FETCH");
+      ++link.fetches;
       KV_LOG(debug) << "fetched " << got.changes.size() << " changes from " << name << " after "
                     << cursor << " (up to seq " << got.seq_high << ")";
       if (got.changes.empty() && got.seq_high <= cursor) break;
@@ -308,6 +377,23 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
                      << " dropped: the item was deleted first";
       }
       if (stamped.stamp != 0) {
+        stamp_times.emplace(stamped.stamp, Clock::now());
+        changes_stamped += stamped.accepted.size();
+        if (listener) {
+          std::set<std::string> created(stamped.created.begin(), stamped.created.end());
+          json::array changes;
+          for (const auto& c : stamped.accepted) {
+            changes.push_back(json::object{{"origin_seq", c.origin_seq},
+                                           {"op", c.item.deleted             ? "delete"
+                                                  : created.count(c.item.id) ? "create"
+                                                                             : "update"},
+                                           {"item", item_json(c.item)}});
+          }
+          emit(json::object{{"type", "stamp"},
+                            {"stamp", stamped.stamp},
+                            {"origin", name},
+                            {"changes", std::move(changes)}});
+        }
         Report& r = reports[stamped.stamp];
         r.origin = name;
         std::set<std::string> created(stamped.created.begin(), stamped.created.end());
@@ -344,6 +430,9 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
       link.greeted = true;
       auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
       batch.reset = link.needs_reset;
+      // Up to the latest stamp, the node now holds every node's changes up to its cursor.
+      if (batch.upto_stamp >= log.counter()) batch.marks = log.marks();
+      batch.stamp_high = log.counter();
       KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp "
                     << batch.upto_stamp << " to " << name;
       const std::uint64_t batch_purge = batch.purge_upto;
@@ -353,12 +442,94 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
       link.synced_upto = applied.synced_upto;
       link.needs_reset = false;
       link.purge_sent = batch_purge;
+      ++link.applies;
+      emit(json::object{{"type", "applied"},
+                        {"node", name},
+                        {"stamp", link.applied_stamp},
+                        {"changed", applied.changed}});
+      prune_stamp_times();
       KV_LOG(debug) << name << " applied up to stamp " << link.applied_stamp << " ("
                     << applied.changed << " changed)";
       flush_reports();
       compact();
     }
   }
+}
+
+void Syncer::set_listener(std::function<void(std::string)> listener) {
+  impl_->listener = std::move(listener);
+}
+
+std::string Syncer::nodes_json() const {
+  return json::serialize(impl_->nodes_object());
+}
+
+std::string Syncer::hello_json() const {
+  json::object o = impl_->nodes_object();
+  o["type"] = "hello";
+  return json::serialize(o);
+}
+
+bool Syncer::ready() const {
+  return std::all_of(impl_->links.begin(), impl_->links.end(),
+                     [](const auto& l) { return l->ever_connected; });
+}
+
+void Syncer::register_metrics(metrics::Registry& m) {
+  Impl& im = *impl_;
+  m.gauge("kvsync_stamp", "The highest stamp handed out", {},
+          [&im] { return static_cast<double>(im.log.counter()); });
+  m.gauge("kvsync_log_items", "Items in the syncer's log, tombstones included", {},
+          [&im] { return static_cast<double>(im.log.size()); });
+  m.counter_family("kvsync_changes_stamped_total", "Changes stamped since start",
+                   [&im](std::vector<std::pair<metrics::Labels, double>>& out) {
+                     out.push_back({{}, static_cast<double>(im.changes_stamped)});
+                   });
+  // One series per node, labelled by its address (and name, once known).
+  const auto per_link = [&im](auto value) {
+    return [&im, value](std::vector<std::pair<metrics::Labels, double>>& out) {
+      for (const auto& l : im.links) {
+        out.push_back({{{"node", l->status.name}, {"address", l->address}}, value(im, *l)});
+      }
+    };
+  };
+  m.gauge_family("kvsync_node_connected", "1 while the node's link is up",
+                 per_link([](const Impl&, const Link& l) { return l.connected ? 1.0 : 0.0; }));
+  m.gauge_family(
+      "kvsync_node_applied_stamp", "The highest stamp the node has applied",
+      per_link([](const Impl&, const Link& l) { return static_cast<double>(l.applied_stamp); }));
+  m.gauge_family(
+      "kvsync_node_lag_stamps", "Stamps handed out that the node has not applied",
+      per_link([](const Impl& im, const Link& l) {
+        return static_cast<double>(im.log.counter() - std::min(im.log.counter(), l.applied_stamp));
+      }));
+  m.gauge_family("kvsync_node_unfetched_changes",
+                 "Local changes the node announced that are not yet stamped",
+                 per_link([](const Impl& im, const Link& l) {
+                   if (l.status.name.empty()) return 0.0;
+                   const auto cursor = im.log.cursor(l.status.name, l.status.incarnation);
+                   return static_cast<double>(l.seq_seen - std::min(l.seq_seen, cursor));
+                 }));
+  m.gauge_family("kvsync_node_lag_seconds",
+                 "Age of the oldest stamp the node has not applied (0: caught up)",
+                 per_link([](const Impl& im, const Link& l) { return im.lag_seconds(l); }));
+  m.counter_family(
+      "kvsync_node_reconnects_total", "Times the link came up again after the first",
+      per_link([](const Impl&, const Link& l) { return static_cast<double>(l.reconnects); }));
+  m.counter_family(
+      "kvsync_node_fetches_total", "FETCH calls answered by the node",
+      per_link([](const Impl&, const Link& l) { return static_cast<double>(l.fetches); }));
+  m.counter_family(
+      "kvsync_node_applies_total", "APPLY calls acknowledged by the node",
+      per_link([](const Impl&, const Link& l) { return static_cast<double>(l.applies); }));
+  m.counter_family("kvsync_node_received_bytes_total", "Bytes read from the node (binary protocol)",
+                   per_link([](const Impl&, const Link& l) {
+                     return static_cast<double>(l.client.traffic().received);
+                   }));
+  m.counter_family("kvsync_node_sent_bytes_total", "Bytes written to the node (binary protocol)",
+                   per_link([](const Impl&, const Link& l) {
+                     return static_cast<double>(l.client.traffic().sent);
+                   }));
 }
 
 void Syncer::Impl::flush_reports() {

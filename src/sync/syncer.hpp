@@ -16,6 +16,10 @@
 #include <string>
 #include <vector>
 
+namespace kv::metrics {
+class Registry;
+}
+
 namespace kv::sync {
 
 struct SyncerOptions {
@@ -38,6 +42,19 @@ class Syncer {
   // Runs every node link until cancelled. `on_all_connected` is called once, the first time
   // every node is connected.
   boost::asio::awaitable<void> run(std::function<void()> on_all_connected);
+
+  // What the syncer does, as JSON objects for the viewer's WebSocket (docs/protocol.md,
+  // "The syncer's WebSocket"): each stamp, each APPLY a node acknowledged, links going up and
+  // down. Called on the syncer's thread; must not block.
+  void set_listener(std::function<void(std::string json)> listener);
+  // {"stamp":N,"nodes":[{"address","name","http","connected","applied_stamp"}...]}
+  std::string nodes_json() const;
+  // The first message a viewer gets: nodes_json() with "type":"hello".
+  std::string hello_json() const;
+  // Every node has been reached at least once since start.
+  bool ready() const;
+  // Adds the syncer's gauges and counters (stamps, per-node lag, reconnects, bytes).
+  void register_metrics(metrics::Registry& registry);
 
  private:
   struct Impl;

@@ -1,4 +1,4 @@
-#include "node/http_server.hpp"
+#include "common/web_server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -9,16 +9,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-#include <boost/json.hpp>
 
 #include <deque>
 #include <unordered_set>
 
 #include "common/log.hpp"
 #include "common/wakeup.hpp"
-#include "node/store.hpp"
 
-namespace kv::node {
+namespace kv::web {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -33,30 +31,34 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 struct Subscriber {
   explicit Subscriber(asio::any_io_executor ex) : wake(ex) {}
   std::deque<std::shared_ptr<const std::string>> queue;
-  Wakeup wake;              // notified when the queue gets a message or overflows
-  bool local_only = false;  // subscribed with ?only=local
+  Wakeup wake;  // notified when the queue gets a message or overflows
+  unsigned topics = ~0u;
   bool overflowed = false;
 };
 }  // namespace
 
-struct NotificationHub::Impl {
+struct Hub::Impl {
   std::size_t queue_limit = 4096;
   std::unordered_set<std::shared_ptr<Subscriber>> subscribers;
+  std::uint64_t dropped = 0;
+  std::uint64_t published = 0;
 };
 
-NotificationHub::NotificationHub() : impl_(std::make_unique<Impl>()) {}
-NotificationHub::~NotificationHub() = default;
+Hub::Hub() : impl_(std::make_unique<Impl>()) {}
+Hub::~Hub() = default;
 
-void NotificationHub::publish(std::shared_ptr<const std::string> message, bool local) {
+void Hub::publish(std::shared_ptr<const std::string> message, unsigned topics) {
+  ++impl_->published;
   for (const auto& sub : impl_->subscribers) {
-    if (sub->overflowed || (sub->local_only && !local)) continue;
+    if (sub->overflowed || (sub->topics & topics) == 0) continue;
     if (sub->queue.size() >= impl_->queue_limit) {
       // Its writer closes it with a reason once the write in flight completes; a peer that never
       // reads again is dropped by the WebSocket idle timeout (pings unanswered).
       KV_LOG(warning) << "dropping a WebSocket subscriber " << impl_->queue_limit
-                      << " notifications behind";
+                      << " messages behind";
       sub->overflowed = true;
       sub->queue.clear();
+      ++impl_->dropped;
     } else {
       sub->queue.push_back(message);
     }
@@ -64,8 +66,43 @@ void NotificationHub::publish(std::shared_ptr<const std::string> message, bool l
   }
 }
 
-std::size_t NotificationHub::subscribers() const {
+std::size_t Hub::subscribers() const {
   return impl_->subscribers.size();
+}
+std::size_t Hub::queued() const {
+  std::size_t n = 0;
+  for (const auto& s : impl_->subscribers) n += s->queue.size();
+  return n;
+}
+std::uint64_t Hub::dropped() const {
+  return impl_->dropped;
+}
+std::uint64_t Hub::published() const {
+  return impl_->published;
+}
+void Hub::set_queue_limit(std::size_t limit) {
+  impl_->queue_limit = limit;
+}
+
+std::string_view path_of(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
+
+std::optional<std::string_view> query_param(std::string_view target, std::string_view key) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == key) {
+      return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return std::nullopt;
 }
 
 namespace {
@@ -100,18 +137,17 @@ asio::awaitable<void> ws_reader(WsStream& ws) {
   }
 }
 
-asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body> req,
-                                    NotificationHub& hub,
-                                    const std::function<std::string()>& hello) {
+asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body> req, Hub& hub,
+                                    Subscription subscription, const Limits& limits) {
   beast::get_lowest_layer(ws).expires_never();
   ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-  ws.read_message_max(64 * 1024);
+  ws.read_message_max(limits.max_ws_message_bytes);
   ws.text(true);
   auto [ec] = co_await ws.async_accept(req, kTuple);
   if (ec) co_return;
   auto sub = std::make_shared<Subscriber>(co_await asio::this_coro::executor);
-  sub->local_only = req.target() == "/ws?only=local";
-  sub->queue.push_back(std::make_shared<const std::string>(hello()));
+  sub->topics = subscription.topics;
+  sub->queue.push_back(std::make_shared<const std::string>(std::move(subscription.hello)));
   auto& subs = hub.impl().subscribers;
   subs.insert(sub);
   struct Leave {
@@ -123,65 +159,58 @@ asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body
 }
 
 http::response<http::string_body> make_response(const http::request<http::string_body>& req,
-                                                http::status status, std::string body,
-                                                const char* type) {
-  http::response<http::string_body> res{status, req.version()};
-  res.set(http::field::server, "kvnode");
-  res.set(http::field::content_type, type);
+                                                const Routes& routes, Response r) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), req.version()};
+  res.set(http::field::server, routes.server);
+  res.set(http::field::content_type, r.content_type);
+  // Everything served is read-only and public to whoever can reach the port, so pages served
+  // by another process of the cluster (the viewer) may read it.
+  res.set(http::field::access_control_allow_origin, "*");
+  res.set(http::field::cache_control, "no-store");
   res.keep_alive(req.keep_alive());
-  res.body() = std::move(body);
+  res.body() = std::move(r.body);
   res.prepare_payload();
   return res;
 }
 
-std::string status_json(const Store& store, const NotificationHub& hub) {
-  const NodeStatus s = store.status();
-  boost::json::object o{{"name", s.name},
-                        {"version", s.version},
-                        {"seq", s.seq},
-                        {"applied_stamp", s.applied_stamp},
-                        {"synced_upto", s.synced_upto},
-                        {"items", s.items},
-                        {"tombstones", s.tombstones},
-                        {"unsynced", s.unsynced},
-                        {"subscribers", hub.subscribers()}};
-  return boost::json::serialize(o);
-}
-
-asio::awaitable<void> run_http(tcp::socket socket, Store& store, NotificationHub& hub,
-                               HttpLimits limits, std::function<std::string()> hello) {
+asio::awaitable<void> run_http(tcp::socket socket, Hub& hub, const Routes& routes,
+                               const Limits& limits) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(64 * 1024);
+    parser.header_limit(static_cast<std::uint32_t>(limits.max_request_bytes));
+    parser.body_limit(limits.max_request_bytes);
     stream.expires_after(limits.request_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
     if (ec) co_return;  // closed, timed out or malformed: nothing more to serve
     auto req = parser.release();
+    const std::string target(req.target());
     if (websocket::is_upgrade(req)) {
-      if (req.target() != "/ws" && req.target() != "/ws?only=local") {
-        co_await http::async_write(stream,
-                                   make_response(req, http::status::not_found,
-                                                 "no WebSocket here; use /ws\n", "text/plain"),
-                                   kTuple);
+      auto sub = routes.subscribe ? routes.subscribe(target) : std::nullopt;
+      if (!sub) {
+        co_await http::async_write(
+            stream,
+            make_response(
+                req, routes,
+                {404, "text/plain", "no WebSocket here; " + routes.not_found_hint + "\n"}),
+            kTuple);
         co_return;
       }
-      co_await run_websocket(WsStream(std::move(stream)), std::move(req), hub, hello);
+      co_await run_websocket(WsStream(std::move(stream)), std::move(req), hub, std::move(*sub),
+                             limits);
       co_return;
     }
-    http::response<http::string_body> res;
-    if (req.method() != http::verb::get) {
-      res = make_response(req, http::status::method_not_allowed, "only GET is served\n",
-                          "text/plain");
-    } else if (req.target() == "/healthz") {
-      res = make_response(req, http::status::ok, "ok\n", "text/plain");
-    } else if (req.target() == "/status") {
-      res = make_response(req, http::status::ok, status_json(store, hub), "application/json");
+    Response r;
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      r = {405, "text/plain", "only GET is served\n"};
+    } else if (auto found = routes.get(target)) {
+      r = std::move(*found);
     } else {
-      res = make_response(req, http::status::not_found,
-                          "not found; try /ws (WebSocket), /status or /healthz\n", "text/plain");
+      r = {404, "text/plain", "not found; " + routes.not_found_hint + "\n"};
     }
+    auto res = make_response(req, routes, std::move(r));
+    if (req.method() == http::verb::head) res.body().clear();
     const bool keep = res.keep_alive();
     auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
     if (wec || !keep) co_return;
@@ -190,11 +219,11 @@ asio::awaitable<void> run_http(tcp::socket socket, Store& store, NotificationHub
 
 }  // namespace
 
-asio::awaitable<void> serve_http(tcp::acceptor& acceptor, Store& store, NotificationHub& hub,
-                                 HttpLimits limits, std::function<std::string()> hello) {
-  hub.impl().queue_limit = limits.queue_limit;
+asio::awaitable<void> serve(tcp::acceptor& acceptor, Hub& hub, Routes routes, Limits limits) {
+  hub.set_queue_limit(limits.queue_limit);
   auto executor = co_await asio::this_coro::executor;
   auto live = std::make_shared<std::size_t>(0);
+  auto shared = std::make_shared<const std::pair<Routes, Limits>>(std::move(routes), limits);
   asio::steady_timer backoff(executor);
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(kTuple);
@@ -211,8 +240,8 @@ asio::awaitable<void> serve_http(tcp::acceptor& acceptor, Store& store, Notifica
       continue;
     }
     ++*live;
-    asio::co_spawn(executor, run_http(std::move(socket), store, hub, limits, hello),
-                   [live](std::exception_ptr e) {
+    asio::co_spawn(executor, run_http(std::move(socket), hub, shared->first, shared->second),
+                   [live, shared](std::exception_ptr e) {
                      --*live;
                      if (e) {
                        try {
@@ -225,4 +254,4 @@ asio::awaitable<void> serve_http(tcp::acceptor& acceptor, Store& store, Notifica
   }
 }
 
-}  // namespace kv::node
+}  // namespace kv::web

@@ -1,0 +1,82 @@
+// A small HTTP and WebSocket server on Boost.Beast, shared by kvnode and kvsync: GET routes
+// answered from memory, and WebSocket subscriptions fed by a Hub of bounded queues. Beast stays
+// inside web_server.cpp; this header is light.
+//
+// Threading: one io_context thread, like the processes that use it; no locks.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace kv::web {
+
+struct Limits {
+  std::size_t queue_limit = 4096;  // messages queued per subscriber before it is dropped
+  std::size_t max_connections = 256;
+  std::size_t max_request_bytes = 64 * 1024;     // request head and body
+  std::size_t max_ws_message_bytes = 64 * 1024;  // what a subscriber may send us
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
+};
+
+struct Response {
+  unsigned status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+// A subscription accepted on a WebSocket path: the first message the subscriber gets, and which
+// published messages it receives (those whose topics share a bit with `topics`).
+struct Subscription {
+  std::string hello;
+  unsigned topics = ~0u;
+};
+
+struct Routes {
+  std::string server;  // the Server header
+  // GET `target` (path and query) -> the response; nullopt -> 404 with `not_found_hint`.
+  std::function<std::optional<Response>(std::string_view target)> get;
+  // A WebSocket upgrade on `target` -> the subscription; nullopt -> 404.
+  std::function<std::optional<Subscription>(std::string_view target)> subscribe;
+  std::string not_found_hint;
+};
+
+// Subscribers and their bounded queues. publish() serialises nothing and never waits: it puts
+// the same shared message on every matching queue and wakes the writers. A subscriber whose
+// queue is full is disconnected with a reason ("resubscribe and fetch").
+class Hub {
+ public:
+  Hub();
+  ~Hub();
+  void publish(std::shared_ptr<const std::string> message, unsigned topics = ~0u);
+  std::size_t subscribers() const;
+  std::size_t queued() const;       // messages waiting in all queues
+  std::uint64_t dropped() const;    // subscribers dropped for overflowing
+  std::uint64_t published() const;  // messages published
+  void set_queue_limit(std::size_t limit);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Serves HTTP/1.1 on `acceptor` until it is closed or the coroutine is cancelled.
+boost::asio::awaitable<void> serve(boost::asio::ip::tcp::acceptor& acceptor, Hub& hub,
+                                   Routes routes, Limits limits);
+
+// Helpers for routes.
+std::string_view path_of(std::string_view target);  // without the query
+// The value of `key` in the target's query string (no decoding beyond what ids need), if any.
+std::optional<std::string_view> query_param(std::string_view target, std::string_view key);
+
+}  // namespace kv::web

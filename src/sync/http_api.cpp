@@ -1,0 +1,37 @@
+#include "sync/http_api.hpp"
+
+#include "common/metrics.hpp"
+#include "sync/syncer.hpp"
+#include "sync/viewer_assets.hpp"
+
+namespace kv::sync {
+
+web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics) {
+  web::Routes r;
+  r.server = "kvsync";
+  r.not_found_hint = "try / (the viewer), /ws (WebSocket), /nodes, /metrics or /healthz";
+  r.get = [&syncer, &metrics](std::string_view target) -> std::optional<web::Response> {
+    const auto path = web::path_of(target);
+    if (path == "/healthz") {
+      if (!syncer.ready()) {
+        return web::Response{503, "text/plain", "not ready: waiting to reach every node\n"};
+      }
+      return web::Response{200, "text/plain", "ok\n"};
+    }
+    if (path == "/nodes") return web::Response{200, "application/json", syncer.nodes_json()};
+    if (path == "/metrics") {
+      return web::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()};
+    }
+    if (auto asset = viewer_asset(path)) {
+      return web::Response{200, std::string(asset->content_type), std::string(asset->content)};
+    }
+    return std::nullopt;
+  };
+  r.subscribe = [&syncer](std::string_view target) -> std::optional<web::Subscription> {
+    if (web::path_of(target) != "/ws") return std::nullopt;
+    return web::Subscription{syncer.hello_json(), ~0u};
+  };
+  return r;
+}
+
+}  // namespace kv::sync

@@ -1,0 +1,17 @@
+// What kvsync serves over HTTP: the viewer page (/), its WebSocket of syncer events (/ws), the
+// node list (/nodes), /metrics and /healthz. See docs/protocol.md, "The syncer's HTTP".
+#pragma once
+
+#include "common/web_server.hpp"
+
+namespace kv::metrics {
+class Registry;
+}
+
+namespace kv::sync {
+
+class Syncer;
+
+web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics);
+
+}  // namespace kv::sync
