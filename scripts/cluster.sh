@@ -82,6 +82,14 @@ if [ "${KV_NO_BUILD:-0}" != 1 ]; then  # the tests run it against binaries they 
 fi
 mkdir -p "$data/logs"
 
+# The cluster secret (docs/security.md): made once per data directory, readable by us only.
+secret_file="$data/secret"
+if [ ! -s "$secret_file" ]; then
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file")
+fi
+chmod 600 "$secret_file"
+secret=$(cat "$secret_file")
+
 names=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 addrs=()
 : > "$pidfile"
@@ -104,6 +112,7 @@ for i in $(seq 1 "$nodes"); do
   standalone=()
   [ $sync -eq 0 ] && standalone=(--standalone)  # no syncer will lift the write fence
   "$KV_BUILD/kvnode" --name "$n" --data "$data/node-$n" --port "$port" --http-port "$http" "${standalone[@]}" \
+    --secret-file "$secret_file" \
     > "$data/logs/node-$n.out" 2> "$data/logs/node-$n.log" &
   echo $! >> "$pidfile"
   wait_ready "$data/logs/node-$n.out" "kvnode $n ready" $!
@@ -115,17 +124,20 @@ node_list=$(IFS=,; echo "${addrs[*]}")
 if [ $sync -eq 1 ]; then
   viewer_port=$((base + 99))
   "$KV_BUILD/kvsync" --nodes "$node_list" --data "$data/sync" --http-port "$viewer_port" \
+    --secret-file "$secret_file" \
     > "$data/logs/sync.out" 2> "$data/logs/sync.log" &
   echo $! >> "$pidfile"
   wait_ready "$data/logs/sync.out" "kvsync ready" $!
   echo "syncer: connected to $node_list   log $data/logs/sync.log"
-  echo "viewer: http://127.0.0.1:$viewer_port/   (metrics: http://127.0.0.1:$viewer_port/metrics)"
+  echo "viewer: http://127.0.0.1:$viewer_port/#secret=$secret"
+  echo "        (metrics: http://127.0.0.1:$viewer_port/metrics)"
 else
   echo "syncer: not started (--no-sync: the seed's Step 1); the viewer comes with the syncer"
 fi
 echo "logs:   $data/logs"
 echo "shell:  $KV_BUILD/kvcli --nodes $node_list"
-echo "watch:  $KV_BUILD/kvcli --nodes $node_list watch"
+echo "watch:  $KV_BUILD/kvcli --nodes $node_list --secret-file $secret_file watch"
+echo "secret: $secret_file (the nodes require it for sync and subscriptions)"
 echo "stop:   Ctrl-C here, or scripts/cluster.sh down --data $data"
 echo "cluster ready"
 

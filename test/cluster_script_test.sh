@@ -30,6 +30,12 @@ nodes="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
 # The printed viewer URL serves the page.
 grep -q "viewer: http://127.0.0.1:$((base + 99))/" "$out" || { echo "no viewer URL"; cat "$out"; exit 1; }
 curl -sf "http://127.0.0.1:$((base + 99))/" | grep -q "viewer.js" || { echo "viewer not served"; exit 1; }
+# The generated secret is private, and the nodes ask for it.
+[ "$(stat -c %a "$data/secret")" = 600 ] || { echo "secret file mode is not 600"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((base + 100))/items")" = 401 ] ||
+  { echo "/items served without the secret"; exit 1; }
+curl -sf "http://127.0.0.1:$((base + 100))/items?secret=$(cat "$data/secret")" | grep -q '"node":"a"' ||
+  { echo "/items refused the secret"; exit 1; }
 HOME="$data" "$bin/kvcli" --nodes "$nodes" --route 3 create "from the script test" | grep -q "ID:1c"
 for _ in $(seq 1 200); do
   HOME="$data" "$bin/kvcli" --nodes "$nodes" --route 1 list | grep -q "from the script test" && break

@@ -17,6 +17,7 @@
 #include "client/session.hpp"
 #include "common/command_line.hpp"
 #include "common/node_client.hpp"
+#include "common/secret.hpp"
 
 namespace po = boost::program_options;
 using namespace kv::cli;
@@ -142,7 +143,7 @@ int run_script(Session& session, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string nodes, route;
+  std::string nodes, route, secret_file;
   unsigned timeout_ms = 3000, session_wait_ms = 2000;
   po::options_description opts(
       "kvcli: the kvstore shell\n\n"
@@ -158,6 +159,9 @@ int main(int argc, char** argv) {
     ("route", po::value(&route)->default_value("rr"),
      "rr: each command to the next node in turn; random; or N: always node N")
     ("json", "print one JSON object per command on one line")
+    ("secret-file", po::value(&secret_file),
+     "file holding the cluster secret (KV_SECRET works too): needed for watch, and for every "
+     "command on nodes that run --client-auth")
     ("no-session", "reads do not wait for this session's writes (the seed's behaviour)")
     ("session-wait", po::value(&session_wait_ms)->default_value(2000),
      "how long a read waits, in ms, for a node to apply this session's writes")
@@ -168,8 +172,8 @@ int main(int argc, char** argv) {
   int split = 1;
   while (split < argc && std::strncmp(argv[split], "-", 1) == 0) {
     const std::string a = argv[split];
-    const bool takes_value =
-        a == "--nodes" || a == "--route" || a == "--timeout" || a == "--session-wait";
+    const bool takes_value = a == "--nodes" || a == "--route" || a == "--timeout" ||
+                             a == "--session-wait" || a == "--secret-file";
     split += takes_value ? 2 : 1;
   }
   split = std::min(split, argc);
@@ -189,6 +193,7 @@ int main(int argc, char** argv) {
     so.session = vm.count("no-session") == 0;
     so.session_wait = std::chrono::milliseconds(session_wait_ms);
     so.color = want_color(so.json);
+    so.secret = kv::secret::load(secret_file);
   } catch (const std::exception& e) {
     std::cerr << "kvcli: " << e.what() << "\nTry 'kvcli --help'.\n";
     return 2;

@@ -222,6 +222,7 @@ Session::Session(SessionOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   for (std::size_t i = 0; i < impl_->options.nodes.size(); ++i) {
     impl_->clients.push_back(std::make_unique<NodeClient>(impl_->io.get_executor()));
+    impl_->clients.back()->set_secret(impl_->options.secret);
     impl_->last_used.emplace_back();
     impl_->names.emplace_back();
   }
@@ -433,6 +434,7 @@ bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostre
   std::vector<std::unique_ptr<WsSubscription>> subs;
   for (std::size_t k = 0; k < which.size(); ++k) {
     subs.push_back(std::make_unique<WsSubscription>(io.get_executor()));
+    subs.back()->set_secret(options.secret);
   }
   bool stopping = false;
   auto watch_one = [&](std::size_t i, WsSubscription& ws) -> asio::awaitable<void> {

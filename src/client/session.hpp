@@ -20,6 +20,7 @@ struct SessionOptions {
   bool session = true;             // read-your-writes (docs/sync.md, "Sessions")
   std::chrono::milliseconds session_wait{2000};  // how long a read waits for the session
   std::chrono::milliseconds timeout{3000};
+  std::string secret;  // the cluster secret, for watch and for nodes that run --client-auth
 };
 
 class Session {

@@ -159,6 +159,14 @@ asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port, 
   st->socket.set_option(tcp::no_delay(true));
   st->open = true;
   asio::co_spawn(st->executor, read_loop(st), asio::detached);
+  if (!secret_.empty()) {
+    proto::Request auth = proto::msg::Auth{secret_};  // (GCC 12: no braced list in co_await)
+    auto r = co_await call(std::move(auth), timeout);
+    if (auto* e = std::get_if<proto::msg::Error>(&r)) {
+      close();
+      throw std::runtime_error("the node refused our cluster secret: " + e->message);
+    }
+  }
 }
 
 asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration timeout) {

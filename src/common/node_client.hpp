@@ -27,7 +27,11 @@ class NodeClient {
   NodeClient(const NodeClient&) = delete;
   NodeClient& operator=(const NodeClient&) = delete;
 
-  // Connects to host:port. Throws boost::system::system_error (timed_out on the deadline).
+  // Sent in an AUTH right after each connect when not empty (docs/security.md).
+  void set_secret(std::string secret) { secret_ = std::move(secret); }
+
+  // Connects to host:port (and authenticates, with a secret). Throws boost::system::system_error
+  // (timed_out on the deadline), or std::runtime_error when the node refuses the secret.
   boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout);
 
   // Sends `req` and returns the node's answer, which may be a proto::msg::Error. Throws
@@ -49,6 +53,7 @@ class NodeClient {
  private:
   std::shared_ptr<State> state_;
   std::shared_ptr<Traffic> traffic_ = std::make_shared<Traffic>();
+  std::string secret_;
 };
 
 // "host:port" -> (host, port); throws std::invalid_argument with a clear message.

@@ -22,6 +22,8 @@ std::string_view to_string(ErrorCode code) {
       return "storage";
     case ErrorCode::kUnavailable:
       return "unavailable";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
   }
   return "unknown_error";
 }
@@ -158,6 +160,7 @@ MsgType type_of(const Request& req) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, msg::Ping>) return MsgType::kPing;
         if constexpr (std::is_same_v<T, msg::Status>) return MsgType::kStatus;
+        if constexpr (std::is_same_v<T, msg::Auth>) return MsgType::kAuth;
         if constexpr (std::is_same_v<T, msg::Create>) return MsgType::kCreate;
         if constexpr (std::is_same_v<T, msg::Get>) return MsgType::kGet;
         if constexpr (std::is_same_v<T, msg::List>) return MsgType::kList;
@@ -173,6 +176,9 @@ MsgType type_of(const Request& req) {
 namespace {
 void write_payload(Writer& w, const msg::Ping&) {}
 void write_payload(Writer& w, const msg::Status&) {}
+void write_payload(Writer& w, const msg::Auth& m) {
+  w.str(m.secret);
+}
 void write_payload(Writer& w, const msg::List& m) {
   w.str(m.after);
   w.varint(m.limit);
@@ -304,6 +310,8 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       return msg::Ping{};
     case MsgType::kStatus:
       return msg::Status{};
+    case MsgType::kAuth:
+      return msg::Auth{r.str(kMaxSecretBytes)};
     case MsgType::kList: {
       msg::List m;
       m.after = r.str(kMaxIdBytes);
@@ -373,6 +381,7 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
 std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size) {
   switch (type) {
     case MsgType::kPing:
+    case MsgType::kAuth:
       return msg::Pong{};
     case MsgType::kStatus: {
       NodeStatus s;
@@ -447,6 +456,7 @@ bool known_request_type(std::uint8_t t) {
   switch (static_cast<MsgType>(t)) {
     case MsgType::kPing:
     case MsgType::kStatus:
+    case MsgType::kAuth:
     case MsgType::kCreate:
     case MsgType::kGet:
     case MsgType::kList:
@@ -499,7 +509,7 @@ std::variant<Response, msg::Error> parse_response(const FrameView& frame, MsgTyp
     msg::Error e;
     const std::uint16_t code = r.u16();
     e.message = r.str(kMaxMessageBytes);
-    if (!r.done() || code < 1 || code > static_cast<std::uint16_t>(ErrorCode::kUnavailable)) {
+    if (!r.done() || code < 1 || code > static_cast<std::uint16_t>(ErrorCode::kUnauthenticated)) {
       return msg::Error{ErrorCode::kBadFrame, "malformed error response"};
     }
     e.code = static_cast<ErrorCode>(code);

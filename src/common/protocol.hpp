@@ -35,6 +35,7 @@ inline constexpr std::uint64_t kMaxFetchLimit = 10000;
 // kMaxFrameLength: FETCH, LIST pages and the syncer's APPLY batches.
 inline constexpr std::size_t kBatchBytes = 1024 * 1024;
 inline constexpr std::uint64_t kDefaultListLimit = 1000;
+inline constexpr std::size_t kMaxSecretBytes = 256;
 inline constexpr std::size_t kMaxSessionMarks = 64;     // per WAIT and per APPLY
 inline constexpr std::uint64_t kMaxWaitMs = 60 * 1000;  // WAIT's timeout is clamped here
 
@@ -44,6 +45,7 @@ inline constexpr std::uint8_t kResponseBit = 0x80;
 enum class MsgType : std::uint8_t {
   kPing = 0x01,
   kStatus = 0x02,
+  kAuth = 0x03,
   kCreate = 0x10,
   kGet = 0x11,
   kList = 0x12,
@@ -65,6 +67,7 @@ enum class ErrorCode : std::uint16_t {
   kFrameTooLarge = 6,    // length prefix above kMaxFrameLength
   kStorage = 7,          // the store could not commit (disk full, I/O error)
   kUnavailable = 8,      // the node is shutting down or overloaded
+  kUnauthenticated = 9,  // the operation needs the cluster secret (AUTH), or it was wrong
 };
 
 std::string_view to_string(ErrorCode code);
@@ -134,6 +137,10 @@ class Reader {
 namespace msg {
 struct Ping {};
 struct Status {};
+// Presents the cluster secret for this connection (docs/security.md).
+struct Auth {
+  std::string secret;
+};
 struct Create {
   std::string title;
 };
@@ -222,8 +229,8 @@ struct Error {
 };
 }  // namespace msg
 
-using Request = std::variant<msg::Ping, msg::Status, msg::Create, msg::Get, msg::List, msg::Update,
-                             msg::Delete, msg::Wait, msg::Fetch, msg::Apply>;
+using Request = std::variant<msg::Ping, msg::Status, msg::Auth, msg::Create, msg::Get, msg::List,
+                             msg::Update, msg::Delete, msg::Wait, msg::Fetch, msg::Apply>;
 using Response = std::variant<msg::Pong, msg::StatusReply, msg::ItemReply, msg::ItemsReply,
                               msg::Changes, msg::Applied, msg::Waited, msg::Error>;
 

@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "common/log.hpp"
+#include "common/secret.hpp"
 #include "common/wakeup.hpp"
 
 namespace kv::web {
@@ -105,6 +106,23 @@ std::optional<std::string_view> query_param(std::string_view target, std::string
   return std::nullopt;
 }
 
+bool authorized(const Request& req, std::string_view secret) {
+  if (secret.empty()) return true;
+  constexpr std::string_view kBearer = "Bearer ";
+  if (req.authorization.starts_with(kBearer) &&
+      secret::equal(req.authorization.substr(kBearer.size()), secret)) {
+    return true;
+  }
+  auto q = query_param(req.target, "secret");
+  return q && secret::equal(*q, secret);
+}
+
+Response unauthorized() {
+  return Response{401, "text/plain; charset=utf-8",
+                  "this needs the cluster secret: send Authorization: Bearer SECRET (or "
+                  "?secret=SECRET); scripts/cluster.sh keeps it in DATA/secret\n"};
+}
+
 namespace {
 
 using WsStream = websocket::stream<beast::tcp_stream>;
@@ -186,25 +204,25 @@ asio::awaitable<void> run_http(tcp::socket socket, Hub& hub, const Routes& route
     if (ec) co_return;  // closed, timed out or malformed: nothing more to serve
     auto req = parser.release();
     const std::string target(req.target());
+    const std::string authorization(req[http::field::authorization]);
+    const Request info{target, authorization};
     if (websocket::is_upgrade(req)) {
-      auto sub = routes.subscribe ? routes.subscribe(target) : std::nullopt;
-      if (!sub) {
-        co_await http::async_write(
-            stream,
-            make_response(
-                req, routes,
-                {404, "text/plain", "no WebSocket here; " + routes.not_found_hint + "\n"}),
-            kTuple);
+      std::variant<Subscription, Response> sub =
+          Response{404, "text/plain", "no WebSocket here; " + routes.not_found_hint + "\n"};
+      if (routes.subscribe) sub = routes.subscribe(info);
+      if (auto* refused = std::get_if<Response>(&sub)) {
+        if (refused->status == 401) KV_LOG(warning) << "refused a WebSocket without the secret";
+        co_await http::async_write(stream, make_response(req, routes, std::move(*refused)), kTuple);
         co_return;
       }
-      co_await run_websocket(WsStream(std::move(stream)), std::move(req), hub, std::move(*sub),
-                             limits);
+      co_await run_websocket(WsStream(std::move(stream)), std::move(req), hub,
+                             std::move(std::get<Subscription>(sub)), limits);
       co_return;
     }
     Response r;
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       r = {405, "text/plain", "only GET is served\n"};
-    } else if (auto found = routes.get(target)) {
+    } else if (auto found = routes.get(info)) {
       r = std::move(*found);
     } else {
       r = {404, "text/plain", "not found; " + routes.not_found_hint + "\n"};

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 namespace kv::web {
 
@@ -40,14 +41,27 @@ struct Subscription {
   unsigned topics = ~0u;
 };
 
+// What routes see of a request.
+struct Request {
+  std::string_view target;         // path and query
+  std::string_view authorization;  // the Authorization header, if any
+};
+
 struct Routes {
   std::string server;  // the Server header
-  // GET `target` (path and query) -> the response; nullopt -> 404 with `not_found_hint`.
-  std::function<std::optional<Response>(std::string_view target)> get;
-  // A WebSocket upgrade on `target` -> the subscription; nullopt -> 404.
-  std::function<std::optional<Subscription>(std::string_view target)> subscribe;
+  // GET -> the response; nullopt -> 404 with `not_found_hint`.
+  std::function<std::optional<Response>(const Request&)> get;
+  // A WebSocket upgrade -> the subscription, or the response that refuses it (401, 404).
+  std::function<std::variant<Subscription, Response>(const Request&)> subscribe;
   std::string not_found_hint;
 };
+
+// Whether `req` presents `secret` ("Authorization: Bearer SECRET", or `?secret=SECRET` for
+// browsers, which cannot set headers on a WebSocket), compared in constant time. True when
+// `secret` is empty (no secret configured).
+bool authorized(const Request& req, std::string_view secret);
+// The 401 answer for a request that lacks the secret.
+Response unauthorized();
 
 // Subscribers and their bounded queues. publish() serialises nothing and never waits: it puts
 // the same shared message on every matching queue and wakes the writers. A subscriber whose

@@ -48,7 +48,18 @@ asio::awaitable<void> WsSubscription::connect(std::string host, std::uint16_t po
   beast::get_lowest_layer(ws).expires_after(timeout);
   auto [cec, ep] = co_await beast::get_lowest_layer(ws).async_connect(results, kTuple);
   if (cec) throw boost::system::system_error(cec);
-  auto [hec] = co_await ws.async_handshake(host + ":" + std::to_string(port), target, kTuple);
+  if (!secret_.empty()) {
+    ws.set_option(websocket::stream_base::decorator(
+        [auth = "Bearer " + secret_](websocket::request_type& req) {
+          req.set(beast::http::field::authorization, auth);
+        }));
+  }
+  websocket::response_type res;
+  auto [hec] = co_await ws.async_handshake(res, host + ":" + std::to_string(port), target, kTuple);
+  if (hec && res.result() == beast::http::status::unauthorized) {
+    throw std::runtime_error(
+        "the node refused the subscription: it needs the cluster secret (--secret-file)");
+  }
   if (hec) throw boost::system::system_error(hec);
   if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
   beast::get_lowest_layer(ws).expires_never();

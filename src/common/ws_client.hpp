@@ -27,6 +27,8 @@ class WsSubscription {
   // close reason, if the node gave one, is in close_reason().
   boost::asio::awaitable<std::string> next();
   std::string close_reason() const;
+  // The cluster secret sent with later handshakes (Authorization: Bearer), if the node wants one.
+  void set_secret(std::string secret) { secret_ = std::move(secret); }
   // Ends the subscription: a pending next() fails, and so does a connect() in progress
   // (once its handshake completes). A later connect() starts a new subscription.
   void close();
@@ -35,6 +37,7 @@ class WsSubscription {
   struct State;
   std::unique_ptr<State> state_;
   bool closed_ = false;
+  std::string secret_;
 };
 
 }  // namespace kv

@@ -11,11 +11,13 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/protocol.hpp"
+#include "common/secret.hpp"
 #include "node/store.hpp"
 
 namespace kv::node {
@@ -55,6 +57,8 @@ std::string_view type_name(proto::MsgType t) {
       return "ping";
     case proto::MsgType::kStatus:
       return "status";
+    case proto::MsgType::kAuth:
+      return "auth";
     case proto::MsgType::kCreate:
       return "create";
     case proto::MsgType::kGet:
@@ -86,6 +90,15 @@ class ServerMetrics {
     accepted_ = &r->counter("kv_binary_connections_total", "Binary connections accepted");
     refused_ = &r->counter("kv_binary_connections_refused_total",
                            "Binary connections refused at the connection limit");
+    auth_failures_ = &r->counter("kv_auth_failures_total", "AUTH requests with a wrong secret");
+    slow_frames_ = &r->counter("kv_binary_slow_frames_total",
+                               "Connections closed because a frame took too long to arrive");
+  }
+  void auth_failed() {
+    if (auth_failures_) auth_failures_->inc();
+  }
+  void slow_frame() {
+    if (slow_frames_) slow_frames_->inc();
   }
   void request(proto::MsgType type, bool ok, double seconds) {
     if (!registry_) return;
@@ -129,7 +142,29 @@ class ServerMetrics {
   metrics::Counter* bytes_out_ = nullptr;
   metrics::Counter* accepted_ = nullptr;
   metrics::Counter* refused_ = nullptr;
+  metrics::Counter* auth_failures_ = nullptr;
+  metrics::Counter* slow_frames_ = nullptr;
 };
+
+// Who may do what (docs/security.md): the sync operations need the cluster secret, and with
+// --client-auth everything but PING and AUTH does.
+std::optional<Error> refusal(const BinaryOptions& options, bool authed, const proto::Request& req) {
+  if (options.secret.empty() || authed) return std::nullopt;
+  const bool sync_op = std::holds_alternative<proto::msg::Fetch>(req) ||
+                       std::holds_alternative<proto::msg::Apply>(req);
+  if (sync_op) {
+    return Error{proto::ErrorCode::kUnauthenticated,
+                 "FETCH and APPLY need the cluster secret: send AUTH first (kvsync "
+                 "--secret-file FILE)"};
+  }
+  if (options.client_auth && !std::holds_alternative<proto::msg::Ping>(req)) {
+    return Error{proto::ErrorCode::kUnauthenticated,
+                 "this node serves only clients that know the cluster secret: pass "
+                 "--secret-file FILE (scripts/cluster.sh writes it to DATA/secret) or set "
+                 "KV_SECRET"};
+  }
+  return std::nullopt;
+}
 
 // Read-your-writes: waits (bounded) until the store has every change the session names.
 asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch& commits,
@@ -173,8 +208,9 @@ proto::Response handle(Store& store, const BinaryOptions& options, proto::Reques
           return write_response(store, store.update(m));
         } else if constexpr (std::is_same_v<T, proto::msg::Delete>) {
           return write_response(store, store.remove(m.id));
-        } else if constexpr (std::is_same_v<T, proto::msg::Wait>) {
-          return Error{proto::ErrorCode::kUnknownType, "WAIT is answered by the session"};
+        } else if constexpr (std::is_same_v<T, proto::msg::Wait> ||
+                             std::is_same_v<T, proto::msg::Auth>) {
+          return Error{proto::ErrorCode::kUnknownType, "answered by the session"};
         } else if constexpr (std::is_same_v<T, proto::msg::Fetch>) {
           return store.fetch(m.after_seq, m.limit);
         } else {
@@ -203,6 +239,10 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
   std::string out;
   std::vector<Answer> answers;
   asio::steady_timer idle(co_await asio::this_coro::executor);
+  bool authed = false;
+  // When the partial frame at the start of the buffer began to arrive (slow senders are cut
+  // off after options.frame_timeout).
+  std::optional<std::chrono::steady_clock::time_point> partial_since;
   for (;;) {
     // Answer every complete frame already buffered; stop early only to flush a large output.
     std::size_t pos = 0;
@@ -225,6 +265,21 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
       const auto type = static_cast<proto::MsgType>(d.frame.type);
       Answer a{d.frame.request_id, type, proto::msg::Pong{}, 0, std::chrono::steady_clock::now()};
       if (auto* e = std::get_if<Error>(&parsed)) {
+        a.response = std::move(*e);
+      } else if (auto* auth = std::get_if<proto::msg::Auth>(&std::get<proto::Request>(parsed))) {
+        if (options.secret.empty() || secret::equal(auth->secret, options.secret)) {
+          authed = true;
+          a.response = proto::msg::Pong{};
+        } else {
+          boost::system::error_code ec;
+          const auto peer = socket.remote_endpoint(ec);
+          KV_LOG(warning) << "refused a wrong cluster secret from "
+                          << (ec ? std::string("?") : peer.address().to_string());
+          metrics.auth_failed();
+          a.response = Error{proto::ErrorCode::kUnauthenticated,
+                             "wrong cluster secret; check --secret-file (or KV_SECRET)"};
+        }
+      } else if (auto e = refusal(options, authed, std::get<proto::Request>(parsed))) {
         a.response = std::move(*e);
       } else if (auto* w = std::get_if<proto::msg::Wait>(&std::get<proto::Request>(parsed))) {
         // Requests after it on this connection run once it is answered: a read pipelined behind
@@ -257,7 +312,9 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
     if (pos > 0) {
       std::copy(in.begin() + pos, in.begin() + have, in.begin());
       have -= pos;
+      partial_since.reset();
     }
+    if (have > 0 && !partial_since) partial_since = std::chrono::steady_clock::now();
     if (!out.empty()) {
       idle.expires_after(options.idle_timeout);
       auto w = co_await (asio::async_write(socket, asio::buffer(out), kTuple) ||
@@ -276,12 +333,20 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
       in.resize(64 * 1024);
       in.shrink_to_fit();
     }
-    idle.expires_after(options.idle_timeout);
+    auto deadline = std::chrono::steady_clock::now() + options.idle_timeout;
+    if (partial_since) deadline = std::min(deadline, *partial_since + options.frame_timeout);
+    idle.expires_at(deadline);
     auto r = co_await (
         socket.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple) ||
         idle.async_wait(kTuple));
     if (r.index() == 1) {
-      KV_LOG(info) << "closing a connection idle for " << options.idle_timeout.count() << " ms";
+      if (partial_since) {
+        KV_LOG(info) << "closing a connection whose frame did not arrive within "
+                     << options.frame_timeout.count() << " ms";
+        metrics.slow_frame();
+      } else {
+        KV_LOG(info) << "closing a connection idle for " << options.idle_timeout.count() << " ms";
+      }
       co_return;
     }
     auto [ec, n] = std::get<0>(r);

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace kv::metrics {
 class Registry;
@@ -24,7 +25,12 @@ struct BinaryOptions {
   std::chrono::milliseconds idle_timeout{
       std::chrono::minutes(5)};     // no complete frame for this long
   std::size_t max_pipeline = 1024;  // requests answered per write; more wait for the next round
-  std::uint16_t http_port = 0;      // reported in STATUS so clients find the notifications
+  // A frame that has started arriving must be whole within this (a client sending a byte a
+  // second is closed, not waited on forever).
+  std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
+  std::string secret;           // the cluster secret; "" = none (FETCH and APPLY open to anyone)
+  bool client_auth = false;     // every request but PING and AUTH needs the secret too
+  std::uint16_t http_port = 0;  // reported in STATUS so clients find the notifications
   metrics::Registry* metrics = nullptr;      // requests, latencies, bytes and connections go here
   std::function<std::size_t()> subscribers;  // WebSocket subscribers, reported in STATUS
 };

@@ -51,33 +51,41 @@ std::string items_json(const Store& store) {
 }  // namespace
 
 web::Routes node_routes(const Store& store, const web::Hub& hub, const metrics::Registry& metrics,
-                        std::string name) {
+                        std::string name, std::string secret) {
   web::Routes r;
   r.server = "kvnode";
   r.not_found_hint = "try /ws (WebSocket), /items, /status, /metrics or /healthz";
-  r.get = [&store, &hub, &metrics](std::string_view target) -> std::optional<web::Response> {
-    const auto path = web::path_of(target);
+  r.get = [&store, &hub, &metrics,
+           secret](const web::Request& req) -> std::optional<web::Response> {
+    const auto path = web::path_of(req.target);
     if (path == "/healthz") {
       if (store.degraded()) return web::Response{503, "text/plain", "storage failing\n"};
       return web::Response{200, "text/plain", "ok\n"};
     }
     if (path == "/status") return web::Response{200, "application/json", status_json(store, hub)};
-    if (path == "/items") return web::Response{200, "application/json", items_json(store)};
+    if (path == "/items") {
+      if (!web::authorized(req, secret)) return web::unauthorized();
+      return web::Response{200, "application/json", items_json(store)};
+    }
     if (path == "/metrics") {
       return web::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()};
     }
     return std::nullopt;
   };
-  r.subscribe = [&store, name](std::string_view target) -> std::optional<web::Subscription> {
-    if (web::path_of(target) != "/ws") return std::nullopt;
-    const auto only = web::query_param(target, "only");
+  r.subscribe = [&store, name, secret](
+                    const web::Request& req) -> std::variant<web::Subscription, web::Response> {
+    const web::Response not_found{
+        404, "text/plain", "no WebSocket here; use /ws, /ws?only=local or /ws?only=synced\n"};
+    if (web::path_of(req.target) != "/ws") return not_found;
+    if (!web::authorized(req, secret)) return web::unauthorized();
+    const auto only = web::query_param(req.target, "only");
     unsigned topics = kTopicLocal | kTopicSynced;
     if (only && *only == "local") {
       topics = kTopicLocal;
     } else if (only && *only == "synced") {
       topics = kTopicSynced;
     } else if (only) {
-      return std::nullopt;
+      return not_found;
     }
     Notification n;
     n.kind = Notification::Kind::kHello;

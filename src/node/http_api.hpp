@@ -21,7 +21,9 @@ inline constexpr unsigned kTopicSynced = 2;
 // Items returned by /items at most (the viewer's snapshot); more are reported as truncated.
 inline constexpr std::uint64_t kItemsPageLimit = 10000;
 
+// With a `secret`, /ws and /items need it (docs/security.md); /healthz, /status and /metrics
+// carry no items and stay open.
 web::Routes node_routes(const Store& store, const web::Hub& hub, const metrics::Registry& metrics,
-                        std::string name);
+                        std::string name, std::string secret);
 
 }  // namespace kv::node

@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/notification.hpp"
+#include "common/secret.hpp"
 #include "common/web_server.hpp"
 #include "node/binary_server.hpp"
 #include "node/http_api.hpp"
@@ -49,7 +50,8 @@ void register_gauges(kv::metrics::Registry& m, const kv::node::Store& store,
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name, data, host, level, log_format, durability;
+  std::string name, data, host, level, log_format, durability, secret_file;
+  unsigned idle_timeout_s = 300, frame_timeout_ms = 10000;
   unsigned short port = 0, http_port = 0;
   kv::node::BinaryOptions binary_options;
   kv::web::Limits http_limits;
@@ -72,8 +74,21 @@ int main(int argc, char** argv) {
      "to the OS, which survives a crash of kvnode but not of the machine")
     ("standalone", "take writes without waiting for a syncer after start (a node that runs "
      "without kvsync, as in the seed's Step 1)")
+    ("secret-file", po::value(&secret_file),
+     "file holding the cluster secret (mode 0600), needed for FETCH, APPLY, /ws and /items; "
+     "KV_SECRET works too. Without one the node serves those to anyone who can reach it, and "
+     "so refuses to listen beyond loopback")
+    ("client-auth", "require the cluster secret for every client request as well")
     ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
-     "binary-protocol connections served at once")
+     "binary-protocol connections served at once; more are closed at once")
+    ("max-pipeline", po::value(&binary_options.max_pipeline)->default_value(1024),
+     "requests of one connection answered per round; more wait for the next")
+    ("idle-timeout", po::value(&idle_timeout_s)->default_value(300),
+     "seconds a binary connection may stay silent")
+    ("frame-timeout", po::value(&frame_timeout_ms)->default_value(10000),
+     "ms a frame may take to arrive once it has begun (slow senders are cut off)")
+    ("http-max-connections", po::value(&http_limits.max_connections)->default_value(256),
+     "HTTP/WebSocket connections served at once")
     ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
      "notifications queued per WebSocket subscriber before it is disconnected")
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
@@ -87,6 +102,31 @@ int main(int argc, char** argv) {
         kv::log::init(level, log_format);
       })) {
     return *code;
+  }
+
+  std::string secret;
+  try {
+    secret = kv::secret::load(secret_file);
+    const auto address = asio::ip::make_address(host);
+    if (secret.empty() && !address.is_loopback()) {
+      std::cerr << "kvnode: listening on " << host
+                << " needs a cluster secret (--secret-file or KV_SECRET): without one anyone "
+                   "who can reach the node could fetch and overwrite its items"
+                << std::endl;
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "kvnode: " << e.what() << std::endl;
+    return 2;
+  }
+  binary_options.secret = secret;
+  binary_options.client_auth = vm.count("client-auth") > 0;
+  binary_options.idle_timeout = std::chrono::seconds(idle_timeout_s);
+  binary_options.frame_timeout = std::chrono::milliseconds(frame_timeout_ms);
+  if (binary_options.client_auth && secret.empty()) {
+    std::cerr << "kvnode: --client-auth needs a cluster secret (--secret-file or KV_SECRET)"
+              << std::endl;
+    return 2;
   }
 
   try {
@@ -138,7 +178,9 @@ int main(int argc, char** argv) {
     };
     asio::co_spawn(io, kv::node::serve_binary(binary, store, commits, binary_options), on_done);
     asio::co_spawn(
-        io, kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name), http_limits),
+        io,
+        kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name, secret),
+                       http_limits),
         on_done);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -149,6 +191,10 @@ int main(int argc, char** argv) {
     });
 
     const auto s = store.status();
+    if (secret.empty()) {
+      KV_LOG(warning) << "no cluster secret: anyone who can reach " << binary.local_endpoint()
+                      << " may fetch and apply changes (scripts/cluster.sh sets one up)";
+    }
     KV_LOG(info) << "node " << name << " opened " << data << ": version " << s.version << ", "
                  << s.items << " items, " << s.unsynced << " unsynced changes";
     std::cout << "kvnode " << name << " ready binary=" << binary.local_endpoint()

@@ -6,12 +6,13 @@
 
 namespace kv::sync {
 
-web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics) {
+web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics,
+                          std::string secret) {
   web::Routes r;
   r.server = "kvsync";
   r.not_found_hint = "try / (the viewer), /ws (WebSocket), /nodes, /metrics or /healthz";
-  r.get = [&syncer, &metrics](std::string_view target) -> std::optional<web::Response> {
-    const auto path = web::path_of(target);
+  r.get = [&syncer, &metrics](const web::Request& req) -> std::optional<web::Response> {
+    const auto path = web::path_of(req.target);
     if (path == "/healthz") {
       if (!syncer.ready()) {
         return web::Response{503, "text/plain", "not ready: waiting to reach every node\n"};
@@ -27,8 +28,12 @@ web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics
     }
     return std::nullopt;
   };
-  r.subscribe = [&syncer](std::string_view target) -> std::optional<web::Subscription> {
-    if (web::path_of(target) != "/ws") return std::nullopt;
+  r.subscribe =
+      [&syncer, secret](const web::Request& req) -> std::variant<web::Subscription, web::Response> {
+    if (web::path_of(req.target) != "/ws") {
+      return web::Response{404, "text/plain", "no WebSocket here; use /ws\n"};
+    }
+    if (!web::authorized(req, secret)) return web::unauthorized();
     return web::Subscription{syncer.hello_json(), ~0u};
   };
   return r;

@@ -12,6 +12,9 @@ namespace kv::sync {
 
 class Syncer;
 
-web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics);
+// With a `secret`, /ws (which carries items) needs it; the page itself, /nodes, /metrics and
+// /healthz stay open.
+web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics,
+                          std::string secret);
 
 }  // namespace kv::sync

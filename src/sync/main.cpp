@@ -13,6 +13,7 @@
 #include "common/metrics.hpp"
 #include "common/node_client.hpp"
 #include "common/protocol.hpp"
+#include "common/secret.hpp"
 #include "common/store_error.hpp"
 #include "common/web_server.hpp"
 #include "sync/http_api.hpp"
@@ -22,7 +23,7 @@ namespace asio = boost::asio;
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
-  std::string nodes, data, host, level, log_format, durability;
+  std::string nodes, data, host, level, log_format, durability, secret_file;
   unsigned short http_port = 0;
   kv::sync::SyncerOptions options;
   po::options_description opts(
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
     ("batch-limit", po::value(&options.batch_limit)->default_value(1000),
      "changes sent to a node in one request")
     ("host", po::value(&host)->default_value("127.0.0.1"), "address the HTTP port listens on")
+    ("secret-file", po::value(&secret_file),
+     "file holding the cluster secret (mode 0600) the nodes require; KV_SECRET works too. "
+     "The viewer's WebSocket then needs it as well")
     ("http-port", po::value(&http_port)->default_value(7100),
      "HTTP port for the viewer, its WebSocket, /nodes, /metrics and /healthz (0: any free port)")
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
@@ -59,6 +63,7 @@ int main(int argc, char** argv) {
                                       " and --batch-limit positive");
         }
         options.data = data;
+        options.secret = kv::secret::load(secret_file);
         kv::log::init(level, log_format);
       })) {
     return *code;
@@ -82,8 +87,9 @@ int main(int argc, char** argv) {
     const auto rethrow = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };
-    asio::co_spawn(io, kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics), {}),
-                   rethrow);
+    asio::co_spawn(
+        io, kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics, options.secret), {}),
+        rethrow);
     // The viewer works from the start; "ready" follows once every node has been reached.
     std::cout << "kvsync serving http=" << web.local_endpoint() << std::endl;
     asio::co_spawn(io, syncer.run([&] {

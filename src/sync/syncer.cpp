@@ -95,7 +95,11 @@ std::string describe(const std::exception& e) {
 struct Syncer::Impl {
   Impl(asio::any_io_executor ex, SyncerOptions opts)
       : executor(ex), options(std::move(opts)), log({options.data, options.sync_writes}) {
-    for (const auto& a : options.nodes) links.push_back(std::make_unique<Link>(ex, a));
+    for (const auto& a : options.nodes) {
+      links.push_back(std::make_unique<Link>(ex, a));
+      links.back()->client.set_secret(options.secret);
+      links.back()->ws.set_secret(options.secret);
+    }
   }
 
   asio::any_io_executor executor;

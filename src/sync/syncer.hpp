@@ -28,6 +28,7 @@ struct SyncerOptions {
   bool sync_writes = false;        // fsync each stamp before fanning it out
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
+  std::string secret;  // the cluster secret, sent to every node (AUTH, WebSocket header)
   std::chrono::milliseconds call_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};

@@ -64,9 +64,11 @@ for (const b of ['kvnode', 'kvsync', 'kvcli']) {
 
 const t0 = Date.now();
 let stepNo = 0;
+let finished = false;   // set once the test passed or began failing: nothing new may start after
 function elapsed() { return `${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s`; }
-function step(text) { console.log(`[${elapsed()}] ${++stepNo}. ${text}`); }
-function info(text) { console.log(`[${elapsed()}]    ${text}`); }
+function alive() { if (finished) throw new Error('aborted'); }
+function step(text) { alive(); console.log(`[${elapsed()}] ${++stepNo}. ${text}`); }
+function info(text) { if (!finished) console.log(`[${elapsed()}]    ${text}`); }
 
 // ------------------------------------------------------------------ processes
 
@@ -75,6 +77,7 @@ const children = new Set();
 
 class Proc {
   constructor(label, bin, args) {
+    alive();
     this.label = label;
     this.lines = [];
     this.waiters = [];
@@ -158,6 +161,7 @@ class Proc {
 }
 
 function kvcli(args, ms = 10000) {
+  alive();
   return new Promise((resolve) => {
     execFile(path.join(opts.bin, 'kvcli'), args, { timeout: ms }, (err, stdout, stderr) => {
       resolve({ code: err ? (err.code ?? err.signal ?? 1) : 0, stdout, stderr });
@@ -170,7 +174,6 @@ function kvcli(args, ms = 10000) {
 let browser = null;
 let page = null;
 const procs = [];
-let finished = false;
 
 async function cleanup() {
   if (browser) {
@@ -290,6 +293,7 @@ async function main() {
       '--disable-sync', '--no-first-run'],
     timeout: 30000,
   });
+  if (finished) { await browser.close(); alive(); }
   info(`chromium ${browser.version()}`);
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
   page = await context.newPage();

@@ -20,6 +20,12 @@
   const STAMP_CHANGES_SHOWN = 4;
 
   const wsScheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  // The cluster secret, if the URL carries one after '#secret=' (scripts/cluster.sh prints it
+  // so). A fragment never goes to a server; we send it only to the cluster's own endpoints.
+  const secretMatch = /(?:^#|&)secret=([^&]*)/.exec(location.hash);
+  const secretQuery = secretMatch ? `secret=${secretMatch[1]}` : '';
+  const withSecret = (url) =>
+    secretQuery ? url + (url.includes('?') ? '&' : '?') + secretQuery : url;
   const httpScheme = location.protocol === 'https:' ? 'https:' : 'http:';
 
   // ---------------------------------------------------------------- state
@@ -228,7 +234,7 @@
     schedule();
     let ws;
     try {
-      ws = new WebSocket(`${wsScheme}//${location.host}/ws`);
+      ws = new WebSocket(withSecret(`${wsScheme}//${location.host}/ws`));
     } catch (err) {
       syncerDown(gen, String(err));
       return;
@@ -413,7 +419,7 @@
     schedule();
     let ws;
     try {
-      ws = new WebSocket(`${wsScheme}//${v.http}/ws`);
+      ws = new WebSocket(withSecret(`${wsScheme}//${v.http}/ws`));
     } catch (err) {
       nodeDown(v, gen, String(err));
       return;
@@ -474,7 +480,7 @@
     }
     v.status = 'catching-up';
     v.pending = [];
-    fetch(`${httpScheme}//${v.http}/items`, { cache: 'no-store' })
+    fetch(withSecret(`${httpScheme}//${v.http}/items`), { cache: 'no-store' })
       .then((r) => {
         if (!r.ok) throw new Error(`GET /items: HTTP ${r.status}`);
         return r.json();
