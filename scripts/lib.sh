@@ -28,6 +28,7 @@ kv_ensure_packages() {
 kv_ensure_deps() { kv_ensure_packages "${KV_PACKAGES[@]}"; }
 
 kv_build() {
-  cmake -S "$KV_ROOT" -B "$KV_BUILD" -DCMAKE_BUILD_TYPE="${KV_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
+  cmake -S "$KV_ROOT" -B "$KV_BUILD" -DCMAKE_BUILD_TYPE="${KV_BUILD_TYPE:-RelWithDebInfo}" \
+    ${KV_CMAKE_ARGS:-} >/dev/null
   cmake --build "$KV_BUILD" -j2
 }

@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: installs what is missing, builds with -j2, runs ctest.
+#
+#   scripts/test.sh              the suite (build/)
+#   scripts/test.sh --sanitize   the suite under AddressSanitizer + UBSan (build-asan/), without
+#                                the benchmark smoke test and the browser test (no C++ of ours)
+#   scripts/test.sh --all        both, then a short run of every fuzzer (what CI runs)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+
+mode=${1:-plain}
+case "$mode" in
+  plain|--sanitize|--all) ;;
+  *) echo "usage: scripts/test.sh [--sanitize|--all]" >&2; exit 2 ;;
+esac
+
 kv_ensure_deps
+if [ "$mode" = --all ]; then
+  bash "$KV_ROOT/scripts/test.sh"
+  bash "$KV_ROOT/scripts/test.sh" --sanitize
+  bash "$KV_ROOT/scripts/fuzz.sh" --ci
+  exit 0
+fi
+
+if [ "$mode" = --sanitize ]; then
+  export KV_BUILD="$KV_ROOT/build-asan" KV_CMAKE_ARGS="-DKV_SANITIZE=ON"
+  kv_build
+  cd "$KV_BUILD"
+  # Leaks are reported at exit; UBSan stops at the first finding.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --output-on-failure --timeout 900 -E 'bench_smoke|viewer_browser'
+  exit 0
+fi
+
 kv_ensure_packages chromium  # the viewer's browser test (test/browser/run.sh adds npm packages)
 kv_build
 cd "$KV_BUILD"
