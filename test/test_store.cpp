@@ -260,3 +260,18 @@ BOOST_AUTO_TEST_CASE(background_commits_are_acknowledged_announced_and_fetched_o
   BOOST_TEST(events.back().item.id == "200a");
   BOOST_TEST(s.fetch(0, 10000).changes.size() == 200u);
 }
+
+BOOST_AUTO_TEST_CASE(item_keys_decode_only_to_the_id_they_encode) {
+  // Found by fuzz_records: "i" + be64(12) + "2bb" used to decode as id "122bb", whose key is
+  // "i" + be64(122) + "bb" — a corrupt key would have been loaded under another item's id.
+  const std::string bad(
+      "i\x00\x00\x00\x00\x00\x00\x00\x0c"
+      "2bb",
+      12);
+  BOOST_TEST(!node::item_id_from_key(bad).has_value());
+  for (const std::string id : {"1a", "12bb", "987654321abc"}) {
+    auto back = node::item_id_from_key(node::item_key(id));
+    BOOST_TEST_REQUIRE(back.has_value());
+    BOOST_TEST(*back == id);
+  }
+}

@@ -88,6 +88,9 @@ std::string item_key(std::string_view id) {
 
 std::optional<std::string> item_id_from_key(std::string_view key) {
   if (key.size() < 10 || !key.starts_with(kItemPrefix)) return std::nullopt;
+  // The rest must be a node name on its own: "i" + be64(1) + "2b" would read as id "12b",
+  // whose key is another one (found by fuzz_records).
+  if (!valid_node_name(key.substr(9))) return std::nullopt;
   std::string id = std::to_string(read_be64(key.substr(1, 8))) + std::string(key.substr(9));
   if (!item_id_number(id)) return std::nullopt;
   return id;
