@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Jepsen-style convergence check: nodes in network namespaces, concurrent clients, a nemesis
+# that kills processes and partitions nodes, then a check of the converged state.
+#   scripts/check.sh [--minutes N] [--seed S] [--nodes K] [other checker.py options]
+# Needs root (network namespaces). KV_NO_BUILD=1 uses the binaries in $KV_BUILD as they are.
+# Exit: 0 no anomaly, 1 anomalies found, 2 setup error. See test/checker/checker.py.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+kv_ensure_packages iproute2 python3
+if [ "${KV_NO_BUILD:-0}" != 1 ]; then
+  kv_ensure_deps
+  kv_build
+fi
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+exec "$PY" "$KV_ROOT/test/checker/checker.py" --bin "$KV_BUILD" "$@"
