@@ -5,7 +5,8 @@ KV_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KV_BUILD="${KV_BUILD:-$KV_ROOT/build}"
 
 # Debian packages the build and the tests need.
-KV_PACKAGES=(cmake g++ make libboost1.81-all-dev libboost-json1.81-dev libedit-dev librocksdb-dev)
+KV_PACKAGES=(cmake g++ make libboost1.81-all-dev libboost-json1.81-dev libedit-dev librocksdb-dev
+  libssl-dev openssl curl iproute2 python3)
 
 kv_as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -370,6 +370,21 @@ Cluster::Cluster(std::size_t nodes, bool with_syncer, std::vector<std::string> e
   if (with_syncer) start_syncer();
 }
 
+Cluster::Cluster(std::size_t nodes, ClusterArgs args, bool with_syncer)
+    : extra_node_args_(std::move(args.node)),
+      extra_syncer_args_(std::move(args.syncer)),
+      extra_cli_args_(std::move(args.cli)),
+      syncer_expected_(with_syncer) {
+  setenv("HOME", dir().c_str(), 1);
+  for (std::size_t i = 0; i < nodes; ++i) {
+    NodeInfo n;
+    n.name = std::string(1, static_cast<char>('a' + i));
+    nodes_.push_back(std::move(n));
+    start_node(i);
+  }
+  if (with_syncer) start_syncer();
+}
+
 Cluster::~Cluster() = default;
 
 void Cluster::start_node(std::size_t i) {
@@ -410,6 +425,7 @@ void Cluster::start_syncer() {
                                 std::to_string(syncer_http_port_),
                                 "--log-level",
                                 "debug"};
+  argv.insert(argv.end(), extra_syncer_args_.begin(), extra_syncer_args_.end());
   syncer_ = std::make_unique<Process>(argv, dir() / "sync.log");
   const std::string line = syncer_->wait_for_line("kvsync ready");
   const auto colon = line.rfind(':');
@@ -428,6 +444,7 @@ std::string Cluster::nodes_arg() const {
 }
 
 CliResult Cluster::cli(std::vector<std::string> args, const std::string& stdin_text) {
+  args.insert(args.begin(), extra_cli_args_.begin(), extra_cli_args_.end());
   args.insert(args.begin(), {"--nodes", nodes_arg()});
   return run_cli(args, stdin_text);
 }

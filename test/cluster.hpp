@@ -107,10 +107,18 @@ struct NodeInfo {
   std::unique_ptr<Process> proc;
 };
 
+// Arguments added to every process a Cluster starts (e.g. TLS flags).
+struct ClusterArgs {
+  std::vector<std::string> node;    // each kvnode
+  std::vector<std::string> syncer;  // kvsync
+  std::vector<std::string> cli;     // kvcli through Cluster::cli (so items_on, wait_converged)
+};
+
 class Cluster {
  public:
   explicit Cluster(std::size_t nodes, bool with_syncer = true,
                    std::vector<std::string> extra_node_args = {});
+  Cluster(std::size_t nodes, ClusterArgs args, bool with_syncer = true);
   ~Cluster();
 
   void start_node(std::size_t i);  // (re)starts node i on its previous ports, if any
@@ -135,6 +143,8 @@ class Cluster {
  private:
   TempDir dir_;
   std::vector<std::string> extra_node_args_;
+  std::vector<std::string> extra_syncer_args_;
+  std::vector<std::string> extra_cli_args_;
   bool syncer_expected_ = true;  // false: nodes run --standalone
   std::vector<NodeInfo> nodes_;
   std::unique_ptr<Process> syncer_;

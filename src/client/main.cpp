@@ -18,6 +18,7 @@
 #include "common/command_line.hpp"
 #include "common/node_client.hpp"
 #include "common/secret.hpp"
+#include "common/tls.hpp"
 
 namespace po = boost::program_options;
 using namespace kv::cli;
@@ -143,7 +144,7 @@ int run_script(Session& session, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string nodes, route, secret_file;
+  std::string nodes, route, secret_file, tls_ca;
   unsigned timeout_ms = 3000, session_wait_ms = 2000;
   po::options_description opts(
       "kvcli: the kvstore shell\n\n"
@@ -162,6 +163,9 @@ int main(int argc, char** argv) {
     ("secret-file", po::value(&secret_file),
      "file holding the cluster secret (KV_SECRET works too): needed for watch, and for every "
      "command on nodes that run --client-auth")
+    ("tls-ca", po::value(&tls_ca),
+     "PEM file of the CA that signed the nodes' certificates: connect over TLS (and wss for "
+     "watch), verifying each node's certificate and the address it names")
     ("no-session", "reads do not wait for this session's writes (the seed's behaviour)")
     ("session-wait", po::value(&session_wait_ms)->default_value(2000),
      "how long a read waits, in ms, for a node to apply this session's writes")
@@ -173,7 +177,7 @@ int main(int argc, char** argv) {
   while (split < argc && std::strncmp(argv[split], "-", 1) == 0) {
     const std::string a = argv[split];
     const bool takes_value = a == "--nodes" || a == "--route" || a == "--timeout" ||
-                             a == "--session-wait" || a == "--secret-file";
+                             a == "--session-wait" || a == "--secret-file" || a == "--tls-ca";
     split += takes_value ? 2 : 1;
   }
   split = std::min(split, argc);
@@ -194,6 +198,7 @@ int main(int argc, char** argv) {
     so.session_wait = std::chrono::milliseconds(session_wait_ms);
     so.color = want_color(so.json);
     so.secret = kv::secret::load(secret_file);
+    if (!tls_ca.empty()) so.tls = kv::tls::client_context(tls_ca);
   } catch (const std::exception& e) {
     std::cerr << "kvcli: " << e.what() << "\nTry 'kvcli --help'.\n";
     return 2;

@@ -139,8 +139,14 @@ struct Session::Impl {
       } catch (const boost::system::system_error& e) {
         throw NotReached(e.code());
       }
-      // The session token names nodes, so learn this one's name.
-      auto st = co_await c.call(proto::msg::Status{}, options.timeout);
+      // The session token names nodes, so learn this one's name. The command is not sent yet:
+      // a failure here (a plain connection to a TLS port) leaves it free to go elsewhere.
+      proto::Response st;
+      try {
+        st = co_await c.call(proto::msg::Status{}, options.timeout);
+      } catch (const boost::system::system_error& e) {
+        throw NotReached(e.code());
+      }
       if (auto* r = std::get_if<proto::msg::StatusReply>(&st)) names[i] = r->status.name;
     }
     last_used[i] = now;
@@ -223,6 +229,7 @@ Session::Session(SessionOptions options) : impl_(std::make_unique<Impl>()) {
   for (std::size_t i = 0; i < impl_->options.nodes.size(); ++i) {
     impl_->clients.push_back(std::make_unique<NodeClient>(impl_->io.get_executor()));
     impl_->clients.back()->set_secret(impl_->options.secret);
+    impl_->clients.back()->set_tls(impl_->options.tls);
     impl_->last_used.emplace_back();
     impl_->names.emplace_back();
   }
@@ -289,6 +296,7 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
                                std::ostream& err) {
   const std::size_t first = first_node();
   json::array skipped;
+  std::string tls_refusal;  // why a TLS connection failed, if one did
   for (std::size_t k = 0; k < clients.size(); ++k) {
     const std::size_t i = (first + k) % clients.size();
     proto::Response resp;
@@ -299,8 +307,11 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
       // Nothing was sent: another node may serve the command.
       clients[i]->close();
       const bool last = k + 1 == clients.size();
+      if (tls::is_tls_error(e.code())) tls_refusal = e.code().message();
       if (!options.json) {
-        err << label(i) << " is down (" << e.code().message() << ")"
+        err << label(i)
+            << (tls::is_tls_error(e.code()) ? ": " + e.code().message()
+                                            : " is down (" + e.code().message() + ")")
             << (last ? "" : "; trying " + label((i + 1) % clients.size())) << std::endl;
       }
       skipped.push_back(json::string(options.nodes[i]));
@@ -369,6 +380,10 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
     }
     return true;
   }
+  if (!tls_refusal.empty()) {
+    print_error(out, err, "", "no node could be reached: " + tls_refusal);
+    return false;
+  }
   print_error(out, err, "", "no node answered; is the cluster running? (scripts/cluster.sh)");
   return false;
 }
@@ -435,6 +450,7 @@ bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostre
   for (std::size_t k = 0; k < which.size(); ++k) {
     subs.push_back(std::make_unique<WsSubscription>(io.get_executor()));
     subs.back()->set_secret(options.secret);
+    subs.back()->set_tls(options.tls);
   }
   bool stopping = false;
   auto watch_one = [&](std::size_t i, WsSubscription& ws) -> asio::awaitable<void> {

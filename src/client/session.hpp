@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "client/commands.hpp"
+#include "common/tls.hpp"
 
 namespace kv::cli {
 
@@ -21,6 +22,7 @@ struct SessionOptions {
   std::chrono::milliseconds session_wait{2000};  // how long a read waits for the session
   std::chrono::milliseconds timeout{3000};
   std::string secret;  // the cluster secret, for watch and for nodes that run --client-auth
+  std::shared_ptr<tls::Context> tls;  // a client context: TLS and wss to every node; or nullptr
 };
 
 class Session {

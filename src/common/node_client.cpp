@@ -6,6 +6,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -19,6 +21,7 @@
 namespace kv {
 
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
@@ -38,7 +41,9 @@ struct Pending {
 struct NodeClient::State {
   explicit State(asio::any_io_executor ex) : executor(ex), socket(ex) {}
   asio::any_io_executor executor;
-  tcp::socket socket;
+  tcp::socket socket;  // plain TCP; moved into `tls` when the connection speaks TLS
+  std::shared_ptr<tls::Context> tls_context;  // outlives the stream that uses it
+  std::unique_ptr<ssl::stream<tcp::socket>> tls;
   std::uint32_t next_id = 1;
   std::deque<std::shared_ptr<Pending>> inflight;  // in the order the requests were written
   std::string out;                                // encoded, not yet written
@@ -49,7 +54,7 @@ struct NodeClient::State {
   void fail(boost::system::error_code ec) {
     open = false;
     boost::system::error_code ignored;
-    socket.close(ignored);
+    lowest().close(ignored);
     for (auto& p : inflight) {
       p->error = ec;
       p->done.cancel();
@@ -57,16 +62,21 @@ struct NodeClient::State {
     inflight.clear();
     out.clear();
   }
+  tcp::socket& lowest() { return tls ? tls->next_layer() : socket; }
 };
 
 namespace {
-asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
+// Both loops run over the plain socket or the TLS stream; one read and one write may be in
+// flight at once on either.
+template <class Stream>
+asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st, Stream& stream) {
   std::vector<std::uint8_t> in(64 * 1024);
   std::size_t have = 0;
+  bool answered = false;  // a frame has arrived on this connection
   while (st->open) {
     if (have == in.size()) in.resize(std::min(in.size() * 2, proto::kMaxFrameLength + 4));
-    auto [ec, n] = co_await st->socket.async_read_some(
-        asio::buffer(in.data() + have, in.size() - have), kTuple);
+    auto [ec, n] =
+        co_await stream.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple);
     if (ec) {
       st->fail(ec);
       co_return;
@@ -78,9 +88,12 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
       auto d = proto::decode_frame({in.data() + pos, have - pos});
       if (d.status == proto::DecodeStatus::kNeedMore) break;
       if (d.status == proto::DecodeStatus::kError || st->inflight.empty()) {
-        st->fail(asio::error::invalid_argument);
+        // A TLS alert where the first frame should be: we spoke plain TCP to a TLS port.
+        const bool tls_answer = !answered && !st->tls && tls::looks_like_tls(in.data(), have);
+        st->fail(tls_answer ? tls::server_speaks_tls() : asio::error::invalid_argument);
         co_return;
       }
+      answered = true;
       pos += d.frame.size;
       auto p = st->inflight.front();
       st->inflight.pop_front();
@@ -104,12 +117,13 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st) {
   }
 }
 
-asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
+template <class Stream>
+asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st, Stream& stream) {
   std::string buf;
   while (st->open && !st->out.empty()) {
     buf.clear();
     std::swap(buf, st->out);
-    auto [ec, n] = co_await asio::async_write(st->socket, asio::buffer(buf), kTuple);
+    auto [ec, n] = co_await asio::async_write(stream, asio::buffer(buf), kTuple);
     if (ec) {
       st->fail(ec);
       break;
@@ -117,6 +131,15 @@ asio::awaitable<void> write_loop(std::shared_ptr<NodeClient::State> st) {
     if (st->traffic) st->traffic->sent += n;
   }
   st->writing = false;
+}
+
+template <class Loop>
+void spawn_on_stream(const std::shared_ptr<NodeClient::State>& st, Loop loop) {
+  if (st->tls) {
+    asio::co_spawn(st->executor, loop(st, *st->tls), asio::detached);
+  } else {
+    asio::co_spawn(st->executor, loop(st, st->socket), asio::detached);
+  }
 }
 }  // namespace
 
@@ -157,8 +180,26 @@ asio::awaitable<void> NodeClient::connect(std::string host, std::uint16_t port, 
   auto [cec, ep] = std::get<0>(connected);
   if (cec) throw boost::system::system_error(cec);
   st->socket.set_option(tcp::no_delay(true));
+  if (tls_) {
+    st->tls_context = tls_;
+    st->tls = std::make_unique<ssl::stream<tcp::socket>>(std::move(st->socket), *tls_);
+    tls::set_server_name(st->tls->native_handle(), host);
+    st->tls->set_verify_callback(tls::verify_host(host));
+    auto shaken = co_await (st->tls->async_handshake(ssl::stream_base::client, kTuple) ||
+                            timer.async_wait(kTuple));
+    if (shaken.index() == 1) {
+      boost::system::error_code ignored;
+      st->lowest().close(ignored);
+      throw boost::system::system_error(asio::error::timed_out);
+    }
+    if (auto [hec] = std::get<0>(shaken); hec) {
+      boost::system::error_code ignored;
+      st->lowest().close(ignored);
+      throw boost::system::system_error(tls::handshake_error(st->tls->native_handle(), hec));
+    }
+  }
   st->open = true;
-  asio::co_spawn(st->executor, read_loop(st), asio::detached);
+  spawn_on_stream(st, [](auto s, auto& stream) { return read_loop(std::move(s), stream); });
   if (!secret_.empty()) {
     proto::Request auth = proto::msg::Auth{secret_};  // (GCC 12: no braced list in co_await)
     auto r = co_await call(std::move(auth), timeout);
@@ -180,7 +221,7 @@ asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration t
   st->inflight.push_back(p);
   if (!st->writing) {
     st->writing = true;  // set before the writer runs, so one call spawns it
-    asio::co_spawn(st->executor, write_loop(st), asio::detached);
+    spawn_on_stream(st, [](auto s, auto& stream) { return write_loop(std::move(s), stream); });
   }
 
   p->done.expires_after(timeout);

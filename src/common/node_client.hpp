@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/protocol.hpp"
+#include "common/tls.hpp"
 
 namespace kv {
 
@@ -29,9 +30,14 @@ class NodeClient {
 
   // Sent in an AUTH right after each connect when not empty (docs/security.md).
   void set_secret(std::string secret) { secret_ = std::move(secret); }
+  // Later connects speak TLS, verifying the node's certificate against this client context
+  // (tls::client_context) and the host name or address given to connect(); nullptr: plain TCP.
+  void set_tls(std::shared_ptr<tls::Context> context) { tls_ = std::move(context); }
 
-  // Connects to host:port (and authenticates, with a secret). Throws boost::system::system_error
-  // (timed_out on the deadline), or std::runtime_error when the node refuses the secret.
+  // Connects to host:port, completes the TLS handshake when set_tls() was given a context, and
+  // authenticates, with a secret, all within `timeout`. Throws boost::system::system_error
+  // (timed_out on the deadline; a kv.tls code whose message says why a handshake failed), or
+  // std::runtime_error when the node refuses the secret.
   boost::asio::awaitable<void> connect(std::string host, std::uint16_t port, Duration timeout);
 
   // Sends `req` and returns the node's answer, which may be a proto::msg::Error. Throws
@@ -54,6 +60,7 @@ class NodeClient {
   std::shared_ptr<State> state_;
   std::shared_ptr<Traffic> traffic_ = std::make_shared<Traffic>();
   std::string secret_;
+  std::shared_ptr<tls::Context> tls_;
 };
 
 // "host:port" -> (host, port); throws std::invalid_argument with a clear message.

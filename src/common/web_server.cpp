@@ -3,12 +3,16 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 
 #include <deque>
 #include <unordered_set>
@@ -125,8 +129,11 @@ Response unauthorized() {
 
 namespace {
 
-using WsStream = websocket::stream<beast::tcp_stream>;
+// Every connection runs over Stream: beast::tcp_stream for plain HTTP, or
+// beast::ssl_stream<beast::tcp_stream> for https and wss.
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
+template <class WsStream>
 asio::awaitable<void> ws_writer(WsStream& ws, Subscriber& sub) {
   for (;;) {
     while (sub.queue.empty() && !sub.overflowed) co_await sub.wake.wait();
@@ -146,6 +153,7 @@ asio::awaitable<void> ws_writer(WsStream& ws, Subscriber& sub) {
 
 // Keeps a read pending so Beast answers pings and sees the peer's close; subscribers have
 // nothing to say, so anything they send is read and dropped.
+template <class WsStream>
 asio::awaitable<void> ws_reader(WsStream& ws) {
   beast::flat_buffer buffer;
   for (;;) {
@@ -155,6 +163,7 @@ asio::awaitable<void> ws_reader(WsStream& ws) {
   }
 }
 
+template <class WsStream>
 asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body> req, Hub& hub,
                                     Subscription subscription, const Limits& limits) {
   beast::get_lowest_layer(ws).expires_never();
@@ -191,15 +200,16 @@ http::response<http::string_body> make_response(const http::request<http::string
   return res;
 }
 
-asio::awaitable<void> run_http(tcp::socket socket, Hub& hub, const Routes& routes,
+template <class Stream>
+asio::awaitable<void> run_http(Stream& stream, Hub& hub, const Routes& routes,
                                const Limits& limits) {
-  beast::tcp_stream stream(std::move(socket));
+  using WsStream = websocket::stream<Stream>;
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits.max_request_bytes));
     parser.body_limit(limits.max_request_bytes);
-    stream.expires_after(limits.request_timeout);
+    beast::get_lowest_layer(stream).expires_after(limits.request_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
     if (ec) co_return;  // closed, timed out or malformed: nothing more to serve
     auto req = parser.release();
@@ -235,9 +245,45 @@ asio::awaitable<void> run_http(tcp::socket socket, Hub& hub, const Routes& route
   }
 }
 
+// One accepted connection: the TLS handshake first when `tls` is set, within the request
+// timeout; one that fails is logged and closed.
+asio::awaitable<void> run_connection(tcp::socket socket, Hub& hub, const Routes& routes,
+                                     const Limits& limits, std::shared_ptr<tls::Context> tls) {
+  if (!tls) {
+    beast::tcp_stream stream(std::move(socket));
+    co_await run_http(stream, hub, routes, limits);
+    co_return;
+  }
+  boost::system::error_code peer_ec;
+  const auto peer = socket.remote_endpoint(peer_ec);
+  const auto until = std::chrono::steady_clock::now() + limits.request_timeout;
+  if (co_await tls::plain_client(socket, until)) {
+    KV_LOG(info) << "refusing plain HTTP from "
+                 << (peer_ec ? std::string("?") : peer.address().to_string())
+                 << " (this port speaks https and wss)";
+    constexpr std::string_view kBody = "this port speaks TLS: use https:// (or wss://)\n";
+    const std::string answer =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+        std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n" + std::string(kBody);
+    co_await tls::refuse_plain(socket, answer, until);
+    co_return;
+  }
+  TlsStream stream(std::move(socket), *tls);
+  beast::get_lowest_layer(stream).expires_at(until);
+  auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kTuple);
+  if (ec) {
+    KV_LOG(info) << "TLS handshake with HTTP client "
+                 << (peer_ec ? std::string("?") : peer.address().to_string())
+                 << " failed: " << ec.message();
+    co_return;
+  }
+  co_await run_http(stream, hub, routes, limits);
+}
+
 }  // namespace
 
-asio::awaitable<void> serve(tcp::acceptor& acceptor, Hub& hub, Routes routes, Limits limits) {
+asio::awaitable<void> serve(tcp::acceptor& acceptor, Hub& hub, Routes routes, Limits limits,
+                            std::shared_ptr<tls::Context> tls) {
   hub.set_queue_limit(limits.queue_limit);
   auto executor = co_await asio::this_coro::executor;
   auto live = std::make_shared<std::size_t>(0);
@@ -258,8 +304,9 @@ asio::awaitable<void> serve(tcp::acceptor& acceptor, Hub& hub, Routes routes, Li
       continue;
     }
     ++*live;
-    asio::co_spawn(executor, run_http(std::move(socket), hub, shared->first, shared->second),
-                   [live, shared](std::exception_ptr e) {
+    asio::co_spawn(executor,
+                   run_connection(std::move(socket), hub, shared->first, shared->second, tls),
+                   [live, shared, tls](std::exception_ptr e) {
                      --*live;
                      if (e) {
                        try {

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <variant>
 
+#include "common/tls.hpp"
+
 namespace kv::web {
 
 struct Limits {
@@ -84,9 +86,12 @@ class Hub {
   std::unique_ptr<Impl> impl_;
 };
 
-// Serves HTTP/1.1 on `acceptor` until it is closed or the coroutine is cancelled.
+// Serves HTTP/1.1 on `acceptor` until it is closed or the coroutine is cancelled: over TLS
+// (https, wss) with a server context (tls::server_context), each handshake within
+// limits.request_timeout; plain HTTP without one.
 boost::asio::awaitable<void> serve(boost::asio::ip::tcp::acceptor& acceptor, Hub& hub,
-                                   Routes routes, Limits limits);
+                                   Routes routes, Limits limits,
+                                   std::shared_ptr<tls::Context> tls = nullptr);
 
 // Helpers for routes.
 std::string_view path_of(std::string_view target);  // without the query

@@ -1,5 +1,5 @@
-// A WebSocket subscription to a node's change notifications (ws://host:port/ws), for kvsync and
-// kvcli's `watch`. Beast stays inside ws_client.cpp.
+// A WebSocket subscription to a node's change notifications (ws://host:port/ws, or wss:// with
+// set_tls()), for kvsync and kvcli's `watch`. Beast stays inside ws_client.cpp.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "common/tls.hpp"
 
 namespace kv {
 
@@ -29,6 +31,9 @@ class WsSubscription {
   std::string close_reason() const;
   // The cluster secret sent with later handshakes (Authorization: Bearer), if the node wants one.
   void set_secret(std::string secret) { secret_ = std::move(secret); }
+  // Later connects use wss: TLS verified against this client context and the host given to
+  // connect(), inside the same timeout. nullptr: plain ws.
+  void set_tls(std::shared_ptr<tls::Context> context) { tls_ = std::move(context); }
   // Ends the subscription: a pending next() fails, and so does a connect() in progress
   // (once its handshake completes). A later connect() starts a new subscription.
   void close();
@@ -38,6 +43,7 @@ class WsSubscription {
   std::unique_ptr<State> state_;
   bool closed_ = false;
   std::string secret_;
+  std::shared_ptr<tls::Context> tls_;
 };
 
 }  // namespace kv

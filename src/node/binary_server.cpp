@@ -4,6 +4,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -23,6 +25,7 @@
 namespace kv::node {
 
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 using proto::msg::Error;
@@ -93,6 +96,12 @@ class ServerMetrics {
     auth_failures_ = &r->counter("kv_auth_failures_total", "AUTH requests with a wrong secret");
     slow_frames_ = &r->counter("kv_binary_slow_frames_total",
                                "Connections closed because a frame took too long to arrive");
+    tls_failures_ = &r->counter("kv_tls_handshake_failures_total",
+                                "Binary connections closed because their TLS handshake failed or "
+                                "took too long");
+  }
+  void tls_failed() {
+    if (tls_failures_) tls_failures_->inc();
   }
   void auth_failed() {
     if (auth_failures_) auth_failures_->inc();
@@ -144,6 +153,7 @@ class ServerMetrics {
   metrics::Counter* refused_ = nullptr;
   metrics::Counter* auth_failures_ = nullptr;
   metrics::Counter* slow_frames_ = nullptr;
+  metrics::Counter* tls_failures_ = nullptr;
 };
 
 // Who may do what (docs/security.md): the sync operations need the cluster secret, and with
@@ -232,7 +242,9 @@ struct Answer {
   std::chrono::steady_clock::time_point arrived;
 };
 
-asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch& commits,
+// `Stream`: tcp::socket, or ssl::stream<tcp::socket> once its handshake is done.
+template <class Stream>
+asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& commits,
                                   const BinaryOptions& options, ServerMetrics& metrics) {
   std::vector<std::uint8_t> in(64 * 1024);
   std::size_t have = 0;
@@ -272,7 +284,7 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
           a.response = proto::msg::Pong{};
         } else {
           boost::system::error_code ec;
-          const auto peer = socket.remote_endpoint(ec);
+          const auto peer = socket.lowest_layer().remote_endpoint(ec);
           KV_LOG(warning) << "refused a wrong cluster secret from "
                           << (ec ? std::string("?") : peer.address().to_string());
           metrics.auth_failed();
@@ -356,6 +368,48 @@ asio::awaitable<void> run_session(tcp::socket& socket, Store& store, CommitWatch
   }
 }
 
+std::string peer_of(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto peer = socket.remote_endpoint(ec);
+  return ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());
+}
+
+// One accepted connection: the TLS handshake first (within options.handshake_timeout) when the
+// node speaks TLS; one that fails or stalls is logged, counted and closed.
+asio::awaitable<void> run_connection(tcp::socket socket, Store& store, CommitWatch& commits,
+                                     const BinaryOptions& options, ServerMetrics& metrics) {
+  if (!options.tls) {
+    co_await run_session(socket, store, commits, options, metrics);
+    co_return;
+  }
+  const std::string peer = peer_of(socket);
+  const auto until = std::chrono::steady_clock::now() + options.handshake_timeout;
+  if (co_await tls::plain_client(socket, until)) {
+    // A frame starts with a zero byte, a TLS handshake never does: answer in TLS, which
+    // NodeClient turns into "the server speaks TLS: connect with --tls-ca FILE".
+    KV_LOG(info) << "refusing a plain-TCP connection from " << peer << " (this port speaks TLS)";
+    metrics.tls_failed();
+    co_await tls::refuse_plain(socket, tls::kAlertRecord, until);
+    co_return;
+  }
+  ssl::stream<tcp::socket> stream(std::move(socket), *options.tls);
+  asio::steady_timer deadline(stream.get_executor(), until);
+  auto shaken = co_await (stream.async_handshake(ssl::stream_base::server, kTuple) ||
+                          deadline.async_wait(kTuple));
+  if (shaken.index() == 1) {
+    KV_LOG(info) << "closing a connection from " << peer << " whose TLS handshake took over "
+                 << options.handshake_timeout.count() << " ms";
+    metrics.tls_failed();
+    co_return;
+  }
+  if (auto [ec] = std::get<0>(shaken); ec) {
+    KV_LOG(info) << "TLS handshake with " << peer << " failed: " << ec.message();
+    metrics.tls_failed();
+    co_return;
+  }
+  co_await run_session(stream, store, commits, options, metrics);
+}
+
 }  // namespace
 
 CommitWatch::CommitWatch(asio::any_io_executor ex)
@@ -407,8 +461,10 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
     metrics->accepted();
     asio::co_spawn(
         executor,
-        [&store, &commits, options, live, metrics, s = std::move(socket)]() mutable
-        -> asio::awaitable<void> { co_await run_session(s, store, commits, options, *metrics); },
+        [&store, &commits, options, live, metrics,
+         s = std::move(socket)]() mutable -> asio::awaitable<void> {
+          co_await run_connection(std::move(s), store, commits, options, *metrics);
+        },
         [live](std::exception_ptr e) {
           --*live;
           if (e) {

@@ -1,5 +1,5 @@
 // The node's binary-protocol listener: one coroutine per connection, requests answered in order
-// (pipelining welcome), every read and write under the idle deadline.
+// (pipelining welcome), every read and write under the idle deadline; over TLS when configured.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -10,7 +10,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+
+#include "common/tls.hpp"
 
 namespace kv::metrics {
 class Registry;
@@ -33,6 +36,10 @@ struct BinaryOptions {
   std::uint16_t http_port = 0;  // reported in STATUS so clients find the notifications
   metrics::Registry* metrics = nullptr;      // requests, latencies, bytes and connections go here
   std::function<std::size_t()> subscribers;  // WebSocket subscribers, reported in STATUS
+  // TLS (tls::server_context): every connection completes a handshake within
+  // handshake_timeout before its first frame; nullptr: plain TCP.
+  std::shared_ptr<tls::Context> tls;
+  std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
 };
 
 // Sessions wait here for their changes to become durable before they answer. The owner calls

@@ -14,6 +14,7 @@
 #include "common/metrics.hpp"
 #include "common/notification.hpp"
 #include "common/secret.hpp"
+#include "common/tls.hpp"
 #include "common/web_server.hpp"
 #include "node/binary_server.hpp"
 #include "node/http_api.hpp"
@@ -50,7 +51,7 @@ void register_gauges(kv::metrics::Registry& m, const kv::node::Store& store,
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name, data, host, level, log_format, durability, secret_file;
+  std::string name, data, host, level, log_format, durability, secret_file, tls_cert, tls_key;
   unsigned idle_timeout_s = 300, frame_timeout_ms = 10000;
   unsigned short port = 0, http_port = 0;
   kv::node::BinaryOptions binary_options;
@@ -79,6 +80,10 @@ int main(int argc, char** argv) {
      "KV_SECRET works too. Without one the node serves those to anyone who can reach it, and "
      "so refuses to listen beyond loopback")
     ("client-auth", "require the cluster secret for every client request as well")
+    ("tls-cert", po::value(&tls_cert),
+     "PEM certificate chain (this node's certificate first): the binary port and the HTTP port "
+     "then speak only TLS (https, wss). Needs --tls-key")
+    ("tls-key", po::value(&tls_key), "PEM private key of --tls-cert")
     ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
      "binary-protocol connections served at once; more are closed at once")
     ("max-pipeline", po::value(&binary_options.max_pipeline)->default_value(1024),
@@ -99,6 +104,7 @@ int main(int argc, char** argv) {
   bool sync = true;
   if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvnode", [&] {
         sync = kv::command_line::sync_durability(durability);
+        binary_options.tls = kv::tls::server_from_flags(tls_cert, tls_key);
         kv::log::init(level, log_format);
       })) {
     return *code;
@@ -180,7 +186,7 @@ int main(int argc, char** argv) {
     asio::co_spawn(
         io,
         kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name, secret),
-                       http_limits),
+                       http_limits, binary_options.tls),
         on_done);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -194,6 +200,9 @@ int main(int argc, char** argv) {
     if (secret.empty()) {
       KV_LOG(warning) << "no cluster secret: anyone who can reach " << binary.local_endpoint()
                       << " may fetch and apply changes (scripts/cluster.sh sets one up)";
+    }
+    if (binary_options.tls) {
+      KV_LOG(info) << "TLS on the binary and HTTP ports, certificate " << tls_cert;
     }
     KV_LOG(info) << "node " << name << " opened " << data << ": version " << s.version << ", "
                  << s.items << " items, " << s.unsynced << " unsynced changes";

@@ -15,6 +15,7 @@
 #include "common/protocol.hpp"
 #include "common/secret.hpp"
 #include "common/store_error.hpp"
+#include "common/tls.hpp"
 #include "common/web_server.hpp"
 #include "sync/http_api.hpp"
 #include "sync/syncer.hpp"
@@ -23,7 +24,9 @@ namespace asio = boost::asio;
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
-  std::string nodes, data, host, level, log_format, durability, secret_file;
+  std::string nodes, data, host, level, log_format, durability, secret_file, tls_cert, tls_key,
+      tls_ca;
+  std::shared_ptr<kv::tls::Context> http_tls;
   unsigned short http_port = 0;
   kv::sync::SyncerOptions options;
   po::options_description opts(
@@ -46,6 +49,13 @@ int main(int argc, char** argv) {
     ("secret-file", po::value(&secret_file),
      "file holding the cluster secret (mode 0600) the nodes require; KV_SECRET works too. "
      "The viewer's WebSocket then needs it as well")
+    ("tls-ca", po::value(&tls_ca),
+     "PEM file of the CA that signed the nodes' certificates: connect to the nodes over TLS "
+     "(binary protocol and wss), verifying each certificate and the address it names")
+    ("tls-cert", po::value(&tls_cert),
+     "PEM certificate chain for the HTTP port, which then serves only https and wss (the "
+     "viewer at https://...). Needs --tls-key")
+    ("tls-key", po::value(&tls_key), "PEM private key of --tls-cert")
     ("http-port", po::value(&http_port)->default_value(7100),
      "HTTP port for the viewer, its WebSocket, /nodes, /metrics and /healthz (0: any free port)")
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
@@ -64,6 +74,8 @@ int main(int argc, char** argv) {
         }
         options.data = data;
         options.secret = kv::secret::load(secret_file);
+        if (!tls_ca.empty()) options.tls = kv::tls::client_context(tls_ca);
+        http_tls = kv::tls::server_from_flags(tls_cert, tls_key);
         kv::log::init(level, log_format);
       })) {
     return *code;
@@ -88,7 +100,9 @@ int main(int argc, char** argv) {
       if (e) std::rethrow_exception(e);
     };
     asio::co_spawn(
-        io, kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics, options.secret), {}),
+        io,
+        kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics, options.secret), {},
+                       http_tls),
         rethrow);
     // The viewer works from the start; "ready" follows once every node has been reached.
     std::cout << "kvsync serving http=" << web.local_endpoint() << std::endl;

@@ -99,6 +99,8 @@ struct Syncer::Impl {
       links.push_back(std::make_unique<Link>(ex, a));
       links.back()->client.set_secret(options.secret);
       links.back()->ws.set_secret(options.secret);
+      links.back()->client.set_tls(options.tls);
+      links.back()->ws.set_tls(options.tls);
     }
   }
 

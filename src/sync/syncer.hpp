@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "common/tls.hpp"
+
 namespace kv::metrics {
 class Registry;
 }
@@ -29,6 +31,9 @@ struct SyncerOptions {
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
   std::string secret;  // the cluster secret, sent to every node (AUTH, WebSocket header)
+  // A client context (tls::client_context): every link speaks TLS (binary protocol and wss) and
+  // verifies the node's certificate. nullptr: plain TCP.
+  std::shared_ptr<tls::Context> tls;
   std::chrono::milliseconds call_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};
