@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/db.hpp"
+#include "sync/sync_log_format.hpp"
 
 namespace kv::sync {
 
@@ -21,29 +22,6 @@ constexpr std::uint8_t kFormat = 1;
 
 std::span<const std::uint8_t> bytes_of(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
-
-std::string encode_entry(const StampedChange& c) {
-  std::string out;
-  proto::Writer w(out);
-  w.u8(kFormat);
-  w.varint(c.stamp);
-  w.str(c.origin);
-  w.varint(c.origin_seq);
-  w.item(c.item);
-  return out;
-}
-
-std::optional<StampedChange> decode_entry(std::string_view bytes) {
-  proto::Reader r(bytes_of(bytes));
-  if (r.u8() != kFormat) return std::nullopt;
-  StampedChange c;
-  c.stamp = r.varint();
-  c.origin = r.str(proto::kMaxNameBytes);
-  c.origin_seq = r.varint();
-  c.item = r.item();
-  if (!r.done() || c.item.version != c.stamp) return std::nullopt;
-  return c;
 }
 
 struct Cursor {

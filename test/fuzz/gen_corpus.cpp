@@ -13,6 +13,7 @@
 #include "common/notification.hpp"
 #include "common/protocol.hpp"
 #include "node/store_format.hpp"
+#include "sync/sync_log_format.hpp"
 
 namespace fs = std::filesystem;
 namespace proto = kv::proto;
@@ -202,6 +203,8 @@ void records() {
   put("fuzz_records", "key_12b", node::item_key("12b"));
   put("fuzz_records", "key_max", node::item_key("18446744073709551615abcdefgh"));
   put("fuzz_records", "change_key", node::change_key(77));
+  put("fuzz_records", "log_entry",
+      kv::sync::encode_entry(kv::StampedChange{7, "a", 3, kv::Item{"5a", "T", false, false, 7}}));
 }
 
 void commands() {
