@@ -43,6 +43,9 @@ Process::Process(std::vector<std::string> argv, const std::filesystem::path& log
   int out[2] = {-1, -1};
   int in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  // Room for a long script's output while the test is busy elsewhere (a writer that blocks on a
+  // full pipe would stop writing); best effort, the default is 64 KiB.
+  ::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
