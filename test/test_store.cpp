@@ -275,3 +275,41 @@ BOOST_AUTO_TEST_CASE(item_keys_decode_only_to_the_id_they_encode) {
     BOOST_TEST(*back == id);
   }
 }
+
+BOOST_AUTO_TEST_CASE(session_marks_say_what_the_node_holds_and_go_with_a_full_resync) {
+  test::TempDir dir;
+  Store s({dir / "b", "b"});
+  const auto a_incarnation = 77;
+  const std::vector<SessionMark> want{{"a", a_incarnation, 5}};
+  std::vector<SessionMark> have;
+  BOOST_TEST((s.session(want, have) == SessionState::kBehind));  // no marks yet
+
+  proto::msg::Apply batch{1,     0,
+                          0,     0,
+                          false, {stamped(1, Item{"5a", "T", false, false, 0}, "a", 5)},
+                          1,     {{"a", a_incarnation, 5}}};
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(batch)));
+  have.clear();
+  BOOST_TEST((s.session(want, have) == SessionState::kCaughtUp));
+  BOOST_TEST(have.at(0).seq == 5u);
+
+  // A full resync forgets the items it will send again, and with them the marks.
+  proto::msg::Apply reset{1, 0, 0, 0, true, {}, 1, {}};
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(reset)));
+  have.clear();
+  BOOST_TEST((s.session(want, have) == SessionState::kBehind));
+
+  // A lower mark (a node restored from an older copy) is taken as it comes.
+  proto::msg::Apply lower{1, 0, 0, 0, false, {}, 1, {{"a", a_incarnation, 3}}};
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(lower)));
+  have.clear();
+  BOOST_TEST((s.session(want, have) == SessionState::kBehind));
+  BOOST_TEST(have.at(0).seq == 3u);
+
+  // Its own changes it knows by its own sequence; another life's it can never have.
+  const auto mine = ok(s.create("mine"));
+  have.clear();
+  BOOST_TEST((s.session({{"b", s.incarnation(), s.seq()}}, have) == SessionState::kCaughtUp));
+  BOOST_TEST((s.session({{"b", s.incarnation() + 1, 1}}, have) == SessionState::kNever));
+  (void)mine;
+}

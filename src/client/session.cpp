@@ -121,6 +121,10 @@ struct Session::Impl {
   }
 
   asio::awaitable<proto::Response> call(std::size_t i, proto::Request req) {
+    // A WAIT may be held for the session wait before its answer is due.
+    const auto deadline = options.timeout + (std::holds_alternative<proto::msg::Wait>(req)
+                                                 ? options.session_wait
+                                                 : std::chrono::milliseconds(0));
     auto& c = *clients[i];
     const auto now = std::chrono::steady_clock::now();
     if (c.is_open() && now - last_used[i] > std::chrono::seconds(1)) {
@@ -150,7 +154,7 @@ struct Session::Impl {
       if (auto* r = std::get_if<proto::msg::StatusReply>(&st)) names[i] = r->status.name;
     }
     last_used[i] = now;
-    co_return co_await c.call(std::move(req), options.timeout);
+    co_return co_await c.call(std::move(req), deadline);
   }
 
   // Read-your-writes: before a read, wait (bounded) until node i has every write this session
@@ -172,7 +176,9 @@ struct Session::Impl {
       lacking += "on " + want.node + " up to change " + std::to_string(want.seq) + " (it has " +
                  (have.incarnation == want.incarnation ? std::to_string(have.seq) : "none") + ")";
       // Another life of that node's data directory: the write cannot arrive; stop waiting.
-      if (have.incarnation != 0 && have.incarnation != want.incarnation) token.erase(want.node);
+      // The node speaking of itself in another life of its data directory: the write cannot
+      // arrive there any more (another node's stale mark, by contrast, will be corrected).
+      if (want.node == names[i] && have.incarnation != want.incarnation) token.erase(want.node);
     }
     behind = label(i) + " has not applied your writes " + lacking + " after " +
              std::to_string(options.session_wait.count()) +

@@ -174,7 +174,7 @@ asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body
   if (ec) co_return;
   auto sub = std::make_shared<Subscriber>(co_await asio::this_coro::executor);
   sub->topics = subscription.topics;
-  sub->queue.push_back(std::make_shared<const std::string>(std::move(subscription.hello)));
+  sub->queue.push_back(std::make_shared<const std::string>(subscription.hello()));
   auto& subs = hub.impl().subscribers;
   subs.insert(sub);
   struct Leave {

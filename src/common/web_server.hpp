@@ -36,10 +36,12 @@ struct Response {
   std::string body;
 };
 
-// A subscription accepted on a WebSocket path: the first message the subscriber gets, and which
-// published messages it receives (those whose topics share a bit with `topics`).
+// A subscription accepted on a WebSocket path: the first message the subscriber gets, built
+// once the handshake is done, in the same step that joins the hub (so nothing published in
+// between is missed), and which published messages it receives (those whose topics share a
+// bit with `topics`).
 struct Subscription {
-  std::string hello;
+  std::function<std::string()> hello;
   unsigned topics = ~0u;
 };
 

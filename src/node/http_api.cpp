@@ -87,13 +87,16 @@ web::Routes node_routes(const Store& store, const web::Hub& hub, const metrics::
     } else if (only) {
       return not_found;
     }
-    Notification n;
-    n.kind = Notification::Kind::kHello;
-    n.node = name;
-    const NodeStatus s = store.status();
-    n.seq = s.seq;
-    n.stamp = s.applied_stamp;
-    return web::Subscription{to_json(n), topics};
+    auto hello = [&store, name] {
+      Notification n;
+      n.kind = Notification::Kind::kHello;
+      n.node = name;
+      const NodeStatus s = store.status();
+      n.seq = s.seq;
+      n.stamp = s.applied_stamp;
+      return to_json(n);
+    };
+    return web::Subscription{std::move(hello), topics};
   };
   return r;
 }

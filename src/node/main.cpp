@@ -136,11 +136,12 @@ int main(int argc, char** argv) {
   }
 
   try {
-    kv::node::Store store({data, name, sync, /*background_commit=*/true,
-                           /*await_syncer=*/vm.count("standalone") == 0});
-    // Declared before the io_context: the sessions it destroys on exit still refer to them.
+    // Declared before the store, whose observer publishes to them even while it shuts down, and
+    // before the io_context, whose sessions still refer to them when it destroys them.
     kv::web::Hub hub;
     kv::metrics::Registry metrics;
+    kv::node::Store store({data, name, sync, /*background_commit=*/true,
+                           /*await_syncer=*/vm.count("standalone") == 0});
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
     // The writer thread reports finished groups; the I/O thread processes them and wakes the

@@ -219,6 +219,7 @@ void Store::Impl::recover() {
   // which replays its log, then reload memory from it. Blocking, on the store's thread, and
   // rare. Until it succeeds the node refuses writes (see degraded_error()).
   last_recovery = std::chrono::steady_clock::now();
+  marks.clear();  // they may describe an APPLY that never reached the disk
   try {
     db.reset();
     db = db::open(options.dir).db;
@@ -461,6 +462,9 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   Meta next = im.meta;
   rocksdb::WriteBatch wb;
   if (batch.reset) {
+    // What this node held of other nodes' changes goes with the items: no marks until the
+    // resync's last batch brings new ones.
+    im.marks.clear();
     // A full resync: forget what the syncer will send again, keep pending local changes.
     const std::uint64_t y = std::max(im.meta.synced_upto, batch.synced_upto);
     std::vector<std::string> forget;
@@ -553,10 +557,9 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   im.submit(wb);
   if (im.failed(ticket)) return im.storage_error();
   im.syncer_stamp = std::max(im.syncer_stamp, std::max(batch.stamp_high, batch.upto_stamp));
-  for (const auto& m : batch.marks) {
-    auto& have = im.marks[m.node];
-    if (have.incarnation != m.incarnation || have.seq < m.seq) have = m;
-  }
+  // Taken as given, lower ones too: the syncer sends marks only with a batch that brings the
+  // node up to its latest stamp, and a cursor moved back (a restored node) must move them back.
+  for (const auto& m : batch.marks) im.marks[m.node] = m;
   return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size()};
 }
 

@@ -34,7 +34,7 @@ web::Routes syncer_routes(const Syncer& syncer, const metrics::Registry& metrics
       return web::Response{404, "text/plain", "no WebSocket here; use /ws\n"};
     }
     if (!web::authorized(req, secret)) return web::unauthorized();
-    return web::Subscription{syncer.hello_json(), ~0u};
+    return web::Subscription{[&syncer] { return syncer.hello_json(); }, ~0u};
   };
   return r;
 }

@@ -92,10 +92,20 @@ int main(int argc, char** argv) {
                   [&hub] { return static_cast<double>(hub.subscribers()); });
     metrics.gauge("kvsync_ws_queued_messages", "Events queued for viewers, all queues", {},
                   [&hub] { return static_cast<double>(hub.queued()); });
-    syncer.set_listener([&hub](std::string json) {
-      if (hub.subscribers() > 0) hub.publish(std::make_shared<const std::string>(std::move(json)));
-    });
-    asio::ip::tcp::acceptor web(io, {asio::ip::make_address(host), http_port});
+    syncer.set_listener(
+        [&hub](std::string json) {
+          hub.publish(std::make_shared<const std::string>(std::move(json)));
+        },
+        [&hub] { return hub.subscribers() > 0; });
+    const auto address = asio::ip::make_address(host);
+    if (options.secret.empty() && !address.is_loopback()) {
+      std::cerr << "kvsync: listening on " << host
+                << " needs a cluster secret (--secret-file or KV_SECRET): its /ws streams every "
+                   "change to whoever connects"
+                << std::endl;
+      return 2;
+    }
+    asio::ip::tcp::acceptor web(io, {address, http_port});
     const auto rethrow = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };

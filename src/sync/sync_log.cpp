@@ -188,7 +188,6 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
 std::vector<SessionMark> SyncLog::marks() const {
   std::vector<SessionMark> out;
   for (const auto& [node, c] : impl_->cursors) {
-    if (out.size() == proto::kMaxSessionMarks) break;
     out.push_back({node, c.incarnation, c.seq});
   }
   return out;

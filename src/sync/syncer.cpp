@@ -111,6 +111,8 @@ struct Syncer::Impl {
   std::map<std::uint64_t, Report> reports;  // by stamp, awaiting delivery
   std::function<void()> on_all_connected;
   std::function<void(std::string)> listener;
+  std::function<bool()> listener_active;
+  bool listening() const { return listener && (!listener_active || listener_active()); }
   // When each recent stamp was handed out, for the lag in seconds; pruned once every node has
   // applied it, and bounded.
   std::map<std::uint64_t, Clock::time_point> stamp_times;
@@ -118,7 +120,7 @@ struct Syncer::Impl {
   std::uint64_t changes_stamped = 0;
 
   void emit(json::object o) {
-    if (listener) listener(json::serialize(o));
+    if (listening()) listener(json::serialize(o));
   }
   json::object link_json(const Link& l) const {
     return json::object{{"address", l.address},
@@ -385,7 +387,7 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(Link& link) {
       if (stamped.stamp != 0) {
         stamp_times.emplace(stamped.stamp, Clock::now());
         changes_stamped += stamped.accepted.size();
-        if (listener) {
+        if (listening()) {
           std::set<std::string> created(stamped.created.begin(), stamped.created.end());
           json::array changes;
           for (const auto& c : stamped.accepted) {
@@ -437,7 +439,15 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
       auto batch = log.next_batch(link.applied_stamp, options.batch_limit, cursor);
       batch.reset = link.needs_reset;
       // Up to the latest stamp, the node now holds every node's changes up to its cursor.
-      if (batch.upto_stamp >= log.counter()) batch.marks = log.marks();
+      if (batch.upto_stamp >= log.counter()) {
+        for (auto& m : log.marks()) {  // the configured nodes' cursors only
+          if (batch.marks.size() < proto::kMaxSessionMarks &&
+              std::any_of(links.begin(), links.end(),
+                          [&m](const auto& l) { return l->status.name == m.node; })) {
+            batch.marks.push_back(std::move(m));
+          }
+        }
+      }
       batch.stamp_high = log.counter();
       KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp "
                     << batch.upto_stamp << " to " << name;
@@ -462,8 +472,9 @@ asio::awaitable<void> Syncer::Impl::send_loop(Link& link) {
   }
 }
 
-void Syncer::set_listener(std::function<void(std::string)> listener) {
+void Syncer::set_listener(std::function<void(std::string)> listener, std::function<bool()> active) {
   impl_->listener = std::move(listener);
+  impl_->listener_active = std::move(active);
 }
 
 std::string Syncer::nodes_json() const {

@@ -52,7 +52,8 @@ class Syncer {
   // What the syncer does, as JSON objects for the viewer's WebSocket (docs/protocol.md,
   // "The syncer's WebSocket"): each stamp, each APPLY a node acknowledged, links going up and
   // down. Called on the syncer's thread; must not block.
-  void set_listener(std::function<void(std::string json)> listener);
+  // `active` says whether anyone listens now; no JSON is built while it says no.
+  void set_listener(std::function<void(std::string json)> listener, std::function<bool()> active);
   // {"stamp":N,"nodes":[{"address","name","http","connected","applied_stamp"}...]}
   std::string nodes_json() const;
   // The first message a viewer gets: nodes_json() with "type":"hello".
