@@ -361,23 +361,14 @@ bool poke_until_seen(Process& watcher, const std::string& text, const std::funct
 }
 
 Cluster::Cluster(std::size_t nodes, bool with_syncer, std::vector<std::string> extra_node_args)
-    : extra_node_args_(std::move(extra_node_args)), syncer_expected_(with_syncer) {
-  // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
-  setenv("HOME", dir().c_str(), 1);
-  for (std::size_t i = 0; i < nodes; ++i) {
-    NodeInfo n;
-    n.name = std::string(1, static_cast<char>('a' + i));
-    nodes_.push_back(std::move(n));
-    start_node(i);
-  }
-  if (with_syncer) start_syncer();
-}
+    : Cluster(nodes, ClusterArgs{std::move(extra_node_args), {}, {}}, with_syncer) {}
 
 Cluster::Cluster(std::size_t nodes, ClusterArgs args, bool with_syncer)
     : extra_node_args_(std::move(args.node)),
       extra_syncer_args_(std::move(args.syncer)),
       extra_cli_args_(std::move(args.cli)),
       syncer_expected_(with_syncer) {
+  // kvcli keeps its history and round-robin position under $HOME: give each cluster its own.
   setenv("HOME", dir().c_str(), 1);
   for (std::size_t i = 0; i < nodes; ++i) {
     NodeInfo n;
