@@ -1,17 +1,19 @@
-// Group commit on a writer thread of its own, so fsync never runs on the I/O thread.
+// Group commit: the node's changes reach the disk in groups, one sync per group, off the I/O
+// thread.
 //
-// The I/O thread submits one WriteBatch per change and gets a ticket; the writer takes every
-// batch queued so far, writes them in order and syncs once (the last write of the group carries
-// sync), then reports the group's tickets as done. Batches that arrive while a sync is in flight
-// form the next group.
+// The I/O thread submits one batch per change and gets a ticket; the writer takes every batch
+// queued so far, writes them in order as one batch and syncs once, then reports the group's
+// tickets as done. Batches that arrive while a sync is in flight form the next group.
 //
 // After a failed write the writer halts: it touches the database no more and fails every
 // batch, since each was built on state that is now lost, until the store has reopened the
 // database, reloaded its state and called resume() with the last ticket it handed out before.
+//
+// Two ways to run it (CommitMode): on a writer thread of its own (kvnode), or by hand
+// (kManual: no thread; the owner calls commit_next(), which the deterministic simulator uses to
+// decide when each group becomes durable, and destroying the committer then loses the queue, as
+// a crash does).
 #pragma once
-
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -20,41 +22,56 @@
 #include <mutex>
 #include <thread>
 
+#include "storage/engine.hpp"
+
 namespace kv::node {
 
 struct CommitResult {
   std::uint64_t first = 0;  // tickets first..last completed together
   std::uint64_t last = 0;
-  rocksdb::Status status;
+  storage::Status status;
 };
+
+enum class CommitMode { kThread, kManual };
 
 class Committer {
  public:
-  // `on_done` runs on the writer thread after each group; it must only hand the result over.
-  Committer(rocksdb::DB& db, bool sync, std::function<void(const CommitResult&)> on_done);
-  ~Committer();  // writes what is queued, then joins
+  // `on_done` runs after each group (on the writer thread, or inside commit_next()); it must
+  // only hand the result over.
+  Committer(storage::Engine& db, bool sync, std::function<void(const CommitResult&)> on_done,
+            CommitMode mode = CommitMode::kThread);
+  // kThread: writes what is queued, then joins. kManual: drops what is queued (a crash).
+  ~Committer();
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
 
-  std::uint64_t submit(rocksdb::WriteBatch batch);
+  std::uint64_t submit(storage::Batch batch);
   // Ends a halt: batches up to `last_bad` fail, later ones are written to `db`.
-  void resume(rocksdb::DB& db, std::uint64_t last_bad);
+  void resume(storage::Engine& db, std::uint64_t last_bad);
+
+  // kManual only: writes the oldest `max_batches` queued batches (at least one) as one group and
+  // syncs; returns false when nothing was queued.
+  bool commit_next(std::size_t max_batches);
+  std::size_t queued() const;
 
  private:
+  using Queue = std::deque<std::pair<std::uint64_t, storage::Batch>>;
   void run();
+  void write_group(Queue& group, std::uint64_t fail_through, storage::Engine& db);
 
   const bool sync_;
+  const CommitMode mode_;
   std::function<void(const CommitResult&)> on_done_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   // Guarded by mu_:
-  rocksdb::DB* db_;
-  std::deque<std::pair<std::uint64_t, rocksdb::WriteBatch>> queue_;
+  storage::Engine* db_;
+  Queue queue_;
   std::uint64_t next_ticket_ = 1;
   std::uint64_t fail_through_ = 0;
   bool halted_ = false;
   bool stop_ = false;
-  std::thread thread_;
+  std::thread thread_;  // kThread only
 };
 
 }  // namespace kv::node

@@ -1,8 +1,5 @@
 #include "node/store.hpp"
 
-#include <rocksdb/iterator.h>
-#include <rocksdb/write_batch.h>
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -15,9 +12,9 @@
 #include <unordered_map>
 
 #include "common/bytes.hpp"
-#include "common/db.hpp"
 #include "node/committer.hpp"
 #include "node/store_format.hpp"
+#include "storage/engine.hpp"
 
 namespace kv::node {
 
@@ -26,7 +23,8 @@ using proto::msg::Error;
 
 struct Store::Impl {
   StoreOptions options;
-  std::unique_ptr<rocksdb::DB> db;
+  storage::Disk* disk = nullptr;
+  std::unique_ptr<storage::Engine> db;
   Meta meta;
   // Ordered by id (the order LIST pages through); lookups take a string_view.
   struct IdLess {
@@ -92,7 +90,10 @@ struct Store::Impl {
     tombstones.clear();
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
-  std::uint64_t submit(rocksdb::WriteBatch& batch);
+  std::uint64_t submit(storage::Batch& batch);
+  std::chrono::steady_clock::time_point now() const {
+    return options.seams.now ? options.seams.now() : std::chrono::steady_clock::now();
+  }
   void process(const CommitResult& r);
   bool failed(std::uint64_t ticket) const {
     for (const auto& [first, last] : failed_ranges) {
@@ -134,7 +135,7 @@ Error bad_title() {
 void Store::Impl::load() {
   reset_memory();
   std::string value;
-  const rocksdb::Status s = db->Get(rocksdb::ReadOptions(), kMetaKey, &value);
+  const storage::Status s = db->get(kMetaKey, value);
   if (!s.ok()) {
     throw StoreError("data directory " + options.dir.string() + " has no kvnode metadata record (" +
                      s.ToString() + "): it is not a kvnode store or it is damaged");
@@ -147,10 +148,9 @@ void Store::Impl::load() {
     throw StoreError("data directory " + options.dir.string() + " belongs to node '" + meta.name +
                      "', not '" + options.name + "'");
   }
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(kItemPrefix); it->Valid() && it->key().starts_with(kItemPrefix); it->Next()) {
-    auto rec = decode_record(it->value().ToStringView());
-    const auto id = item_id_from_key(it->key().ToStringView());
+  auto st = db->scan(kItemPrefix, [&](std::string_view key, std::string_view bytes) {
+    auto rec = decode_record(bytes);
+    const auto id = item_id_from_key(key);
     if (!rec || !id) {
       throw StoreError("data directory " + options.dir.string() + ": item record '" +
                        id.value_or("?") + "' is corrupt");
@@ -158,33 +158,35 @@ void Store::Impl::load() {
     // Keys come in id order, so each insert lands at the end.
     auto slot = items.emplace_hint(items.end(), *id, std::move(*rec));
     if (slot->second.deleted) tombstones.emplace(slot->second.stamp, *id);
+    return true;
+  });
+  if (st.ok()) {
+    st = db->scan(kChangePrefix, [&](std::string_view key, std::string_view id_bytes) {
+      if (key.size() != 9) {
+        throw StoreError("data directory " + options.dir.string() + ": change-log key is corrupt");
+      }
+      const std::uint64_t seq = read_be64(key.substr(1));
+      const std::string id(id_bytes);
+      auto found = items.find(id);
+      if (found == items.end() || found->second.local_seq != seq || seq > meta.seq) {
+        throw StoreError("data directory " + options.dir.string() + ": change-log entry " +
+                         std::to_string(seq) + " does not match item '" + id + "'");
+      }
+      changelog.emplace(seq, id);
+      return true;
+    });
   }
-  for (it->Seek(kChangePrefix); it->Valid() && it->key().starts_with(kChangePrefix); it->Next()) {
-    if (it->key().size() != 9) {
-      throw StoreError("data directory " + options.dir.string() + ": change-log key is corrupt");
-    }
-    const std::uint64_t seq = read_be64(it->key().ToStringView().substr(1));
-    const std::string id = it->value().ToString();
-    auto found = items.find(id);
-    if (found == items.end() || found->second.local_seq != seq || seq > meta.seq) {
-      throw StoreError("data directory " + options.dir.string() + ": change-log entry " +
-                       std::to_string(seq) + " does not match item '" + id + "'");
-    }
-    changelog.emplace(seq, id);
-  }
-  if (!it->status().ok()) {
-    throw StoreError("data directory " + options.dir.string() + ": " + it->status().ToString());
-  }
+  if (!st.ok()) throw StoreError("data directory " + options.dir.string() + ": " + st.ToString());
   durable_seq = meta.seq;
 }
 
-std::uint64_t Store::Impl::submit(rocksdb::WriteBatch& batch) {
+std::uint64_t Store::Impl::submit(storage::Batch& batch) {
   batch.Put(kMetaKey, encode_meta(meta));
   if (committer) {
     submitted = committer->submit(std::move(batch));
   } else {
     const std::uint64_t ticket = ++submitted;
-    process(CommitResult{ticket, ticket, db::write(*db, batch, options.sync_writes)});
+    process(CommitResult{ticket, ticket, db->write(batch, options.sync_writes)});
   }
   return submitted;
 }
@@ -218,11 +220,11 @@ void Store::Impl::recover() {
   // After a failed write RocksDB's log writer is unusable: close and reopen the database,
   // which replays its log, then reload memory from it. Blocking, on the store's thread, and
   // rare. Until it succeeds the node refuses writes (see degraded_error()).
-  last_recovery = std::chrono::steady_clock::now();
+  last_recovery = now();
   marks.clear();  // they may describe an APPLY that never reached the disk
   try {
     db.reset();
-    db = db::open(options.dir).db;
+    db = disk->open(options.dir).engine;
     load();
     if (committer) committer->resume(*db, submitted);
     degraded = false;
@@ -234,7 +236,7 @@ void Store::Impl::recover() {
 
 std::optional<Error> Store::Impl::degraded_error() {
   if (!degraded) return std::nullopt;
-  if (std::chrono::steady_clock::now() - last_recovery > std::chrono::seconds(1)) recover();
+  if (now() - last_recovery > std::chrono::seconds(1)) recover();
   if (!degraded) return std::nullopt;
   return storage_error();
 }
@@ -244,15 +246,21 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
     throw StoreError("node name '" + options.name + "' must be 1 to 8 lowercase letters");
   }
   impl_->options = std::move(options);
-  auto opened = db::open(impl_->options.dir);
-  impl_->db = std::move(opened.db);
+  const StoreSeams& seams = impl_->options.seams;
+  impl_->disk = seams.disk ? seams.disk : &storage::real_disk();
+  auto opened = impl_->disk->open(impl_->options.dir);
+  impl_->db = std::move(opened.engine);
   if (opened.created) {
     impl_->meta.name = impl_->options.name;
-    std::random_device rd;
-    impl_->meta.incarnation = (std::uint64_t{rd()} << 32) | rd();
-    rocksdb::WriteBatch batch;
+    if (seams.random) {
+      impl_->meta.incarnation = seams.random();
+    } else {
+      std::random_device rd;
+      impl_->meta.incarnation = (std::uint64_t{rd()} << 32) | rd();
+    }
+    storage::Batch batch;
     batch.Put(kMetaKey, encode_meta(impl_->meta));
-    const auto s = db::write(*impl_->db, batch, true);
+    const auto s = impl_->db->write(batch, true);
     if (!s.ok())
       throw StoreError("cannot initialise " + impl_->options.dir.string() + ": " + s.ToString());
   } else {
@@ -261,17 +269,19 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->fenced = impl_->options.await_syncer;
   if (impl_->options.background_commit) {
     Impl* im = impl_.get();
-    impl_->committer = std::make_unique<Committer>(*impl_->db, impl_->options.sync_writes,
-                                                   [im](const CommitResult& r) {
-                                                     std::function<void()> wake;
-                                                     {
-                                                       std::lock_guard lock(im->done_mu);
-                                                       im->done.push_back(r);
-                                                       wake = im->wake;
-                                                     }
-                                                     im->done_cv.notify_all();
-                                                     if (wake) wake();
-                                                   });
+    impl_->committer = std::make_unique<Committer>(
+        *impl_->db, impl_->options.sync_writes,
+        [im](const CommitResult& r) {
+          std::function<void()> wake;
+          {
+            std::lock_guard lock(im->done_mu);
+            im->done.push_back(r);
+            wake = im->wake;
+          }
+          im->done_cv.notify_all();
+          if (wake) wake();
+        },
+        seams.manual_commit ? CommitMode::kManual : CommitMode::kThread);
   }
 }
 
@@ -306,6 +316,16 @@ void Store::flush() {
   poll_commits();
 }
 
+bool Store::commit_next(std::size_t max_batches) {
+  if (!impl_->committer || !impl_->committer->commit_next(max_batches)) return false;
+  poll_commits();
+  return true;
+}
+
+std::size_t Store::queued_commits() const {
+  return impl_->committer ? impl_->committer->queued() : 0;
+}
+
 std::uint64_t Store::last_ticket() const {
   return impl_->submitted;
 }
@@ -327,7 +347,7 @@ Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const 
   rec.version = ++meta.version;
   const std::uint64_t old_seq = rec.local_seq;
   rec.local_seq = ++meta.seq;
-  rocksdb::WriteBatch batch;
+  storage::Batch batch;
   batch.Put(item_key(id), encode_record(rec));
   if (old_seq > meta.synced_upto) {
     batch.Delete(change_key(old_seq));
@@ -460,7 +480,7 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     }
   }
   Meta next = im.meta;
-  rocksdb::WriteBatch wb;
+  storage::Batch wb;
   if (batch.reset) {
     // What this node held of other nodes' changes goes with the items: no marks until the
     // resync's last batch brings new ones.

@@ -6,6 +6,7 @@
 // Threading: not thread-safe. A node uses it from its one I/O thread only.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -20,7 +21,22 @@
 #include "common/protocol.hpp"
 #include "common/store_error.hpp"
 
+namespace kv::storage {
+class Disk;
+}
+
 namespace kv::node {
+
+// Where the store's nondeterminism comes from. Production uses the defaults; the deterministic
+// simulator (test/sim) swaps each one.
+struct StoreSeams {
+  storage::Disk* disk = nullptr;  // nullptr: RocksDB on the file system (storage::real_disk())
+  std::function<std::chrono::steady_clock::time_point()> now;  // empty: steady_clock::now
+  std::function<std::uint64_t()> random;  // empty: std::random_device (new incarnations)
+  // With background_commit: kManual leaves every group queued until commit_next() (the
+  // simulator decides when a change becomes durable).
+  bool manual_commit = false;
+};
 
 struct StoreOptions {
   std::filesystem::path dir;       // the data directory; created when missing
@@ -31,6 +47,7 @@ struct StoreOptions {
   // largest id in use: a node restored from an old copy or wiped could otherwise hand out an
   // id that already names another item. Off for a node that runs without a syncer.
   bool await_syncer = false;
+  StoreSeams seams;
 };
 
 // A committed change, as the node's WebSocket subscribers see it.
@@ -100,6 +117,10 @@ class Store {
   void set_commit_wakeup(std::function<void()> wake);
   void poll_commits();
   void flush();  // blocks until every change submitted so far is completed (tests, shutdown)
+  // StoreSeams::manual_commit only: writes the oldest `max_batches` queued changes as one group
+  // (false: none queued), then processes the outcome as poll_commits() does.
+  bool commit_next(std::size_t max_batches);
+  std::size_t queued_commits() const;
   proto::msg::Error storage_error() const;  // the answer for a change whose commit failed
 
  private:

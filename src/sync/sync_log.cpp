@@ -1,15 +1,12 @@
 #include "sync/sync_log.hpp"
 
-#include <rocksdb/iterator.h>
-#include <rocksdb/write_batch.h>
-
 #include <map>
 #include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
 
-#include "common/db.hpp"
+#include "storage/engine.hpp"
 #include "sync/sync_log_format.hpp"
 
 namespace kv::sync {
@@ -32,7 +29,7 @@ struct Cursor {
 
 struct SyncLog::Impl {
   SyncLogOptions options;
-  std::unique_ptr<rocksdb::DB> db;
+  std::unique_ptr<storage::Engine> db;
   std::uint64_t counter = 0;
   std::unordered_map<std::string, StampedChange> latest;
   std::set<std::pair<std::uint64_t, std::string>> by_stamp;
@@ -53,7 +50,7 @@ struct SyncLog::Impl {
     tombstones.erase({e.stamp, e.item.id});
   }
 
-  void put_meta(rocksdb::WriteBatch& b, std::uint64_t c) const {
+  void put_meta(storage::Batch& b, std::uint64_t c) const {
     std::string v;
     proto::Writer w(v);
     w.u8(kFormat);
@@ -62,15 +59,15 @@ struct SyncLog::Impl {
     w.varint(max_id_number);
     b.Put(kMetaKey, v);
   }
-  void put_cursor(rocksdb::WriteBatch& b, const std::string& node, const Cursor& c) const {
+  void put_cursor(storage::Batch& b, const std::string& node, const Cursor& c) const {
     std::string v;
     proto::Writer w(v);
     w.varint(c.incarnation);
     w.varint(c.seq);
     b.Put(std::string(kCursorPrefix) + node, v);
   }
-  void write(rocksdb::WriteBatch& b) {
-    const auto s = db::write(*db, b, options.sync_writes);
+  void write(storage::Batch& b) {
+    const auto s = db->write(b, options.sync_writes);
     if (!s.ok()) throw StoreError("syncer log write failed: " + s.ToString());
   }
   [[noreturn]] void corrupt(const std::string& what) const {
@@ -81,37 +78,41 @@ struct SyncLog::Impl {
 
 void SyncLog::Impl::load() {
   std::string v;
-  if (!db->Get(rocksdb::ReadOptions(), kMetaKey, &v).ok()) corrupt("the meta record is missing");
+  if (!db->get(kMetaKey, v).ok()) corrupt("the meta record is missing");
   proto::Reader r(bytes_of(v));
   if (r.u8() != kFormat) corrupt("unknown format");
   counter = r.varint();
   purged_upto = r.varint();
   max_id_number = r.varint();
   if (!r.done()) corrupt("the meta record is corrupt");
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(kEntryPrefix); it->Valid() && it->key().starts_with(kEntryPrefix); it->Next()) {
-    auto e = decode_entry(it->value().ToStringView());
-    if (!e || e->item.id != it->key().ToStringView().substr(1) || e->stamp > counter) {
-      corrupt("log entry '" + it->key().ToString().substr(1) + "' is corrupt");
+  auto st = db->scan(kEntryPrefix, [&](std::string_view key, std::string_view value) {
+    auto e = decode_entry(value);
+    if (!e || e->item.id != key.substr(1) || e->stamp > counter) {
+      corrupt("log entry '" + std::string(key.substr(1)) + "' is corrupt");
     }
     index(*e);
     latest.emplace(e->item.id, std::move(*e));
+    return true;
+  });
+  if (st.ok()) {
+    st = db->scan(kCursorPrefix, [&](std::string_view key, std::string_view value) {
+      proto::Reader cr(bytes_of(value));
+      Cursor c{cr.varint(), cr.varint()};
+      if (!cr.done()) corrupt("a node cursor is corrupt");
+      cursors[std::string(key.substr(1))] = c;
+      return true;
+    });
   }
-  for (it->Seek(kCursorPrefix); it->Valid() && it->key().starts_with(kCursorPrefix); it->Next()) {
-    proto::Reader cr(bytes_of(it->value().ToStringView()));
-    Cursor c{cr.varint(), cr.varint()};
-    if (!cr.done()) corrupt("a node cursor is corrupt");
-    cursors[it->key().ToString().substr(1)] = c;
-  }
-  if (!it->status().ok()) corrupt(it->status().ToString());
+  if (!st.ok()) corrupt(st.ToString());
 }
 
 SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
-  auto opened = db::open(impl_->options.dir);
-  impl_->db = std::move(opened.db);
+  storage::Disk& disk = impl_->options.disk ? *impl_->options.disk : storage::real_disk();
+  auto opened = disk.open(impl_->options.dir);
+  impl_->db = std::move(opened.engine);
   if (opened.created) {
-    rocksdb::WriteBatch b;
+    storage::Batch b;
     impl_->put_meta(b, 0);
     impl_->write(b);
   } else {
@@ -155,7 +156,7 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
     out.accepted.push_back(std::move(e));
   }
   const Cursor cur{incarnation, next_cursor};
-  rocksdb::WriteBatch b;
+  storage::Batch b;
   for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
   im.put_cursor(b, node, cur);
   const std::uint64_t max_id_before = im.max_id_number;
@@ -195,7 +196,7 @@ std::vector<SessionMark> SyncLog::marks() const {
 
 void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq) {
   const Cursor cur{incarnation, seq};
-  rocksdb::WriteBatch b;
+  storage::Batch b;
   impl_->put_cursor(b, node, cur);
   impl_->write(b);
   impl_->cursors[node] = cur;
@@ -203,7 +204,7 @@ void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std
 
 void SyncLog::observe_stamp(std::uint64_t stamp) {
   if (stamp <= impl_->counter) return;
-  rocksdb::WriteBatch b;
+  storage::Batch b;
   impl_->put_meta(b, stamp);
   impl_->write(b);
   impl_->counter = stamp;
@@ -249,7 +250,7 @@ std::size_t SyncLog::purge(std::uint64_t horizon) {
   if (gone.empty()) return 0;
   const std::uint64_t before = im.purged_upto;
   im.purged_upto = horizon;
-  rocksdb::WriteBatch b;
+  storage::Batch b;
   for (const auto& id : gone) b.Delete(std::string(kEntryPrefix) + id);
   im.put_meta(b, im.counter);
   try {

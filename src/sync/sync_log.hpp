@@ -16,11 +16,16 @@
 #include "common/protocol.hpp"
 #include "common/store_error.hpp"
 
+namespace kv::storage {
+class Disk;
+}
+
 namespace kv::sync {
 
 struct SyncLogOptions {
   std::filesystem::path dir;
-  bool sync_writes = false;  // fsync each stamp before fanning it out
+  bool sync_writes = false;       // fsync each stamp before fanning it out
+  storage::Disk* disk = nullptr;  // nullptr: RocksDB on the file system (the simulator's seam)
 };
 
 class SyncLog {

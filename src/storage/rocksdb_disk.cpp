@@ -1,0 +1,98 @@
+// The production engine: RocksDB on the file system, with its diagnostics in our log.
+#include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+
+#include <cstdarg>
+#include <cstdio>
+
+#include "common/log.hpp"
+#include "storage/engine.hpp"
+
+namespace kv::storage {
+
+namespace {
+// RocksDB's own diagnostics go to our log, not to a LOG file in the data directory: that file
+// is one more thing to fill a full disk, and RocksDB 7.8 aborts when writing it fails twice.
+class ForwardingLogger : public rocksdb::Logger {
+ public:
+  ForwardingLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      KV_LOG(error) << "rocksdb: " << buf;
+    } else {
+      KV_LOG(warning) << "rocksdb: " << buf;
+    }
+  }
+};
+
+class RocksEngine : public Engine {
+ public:
+  explicit RocksEngine(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+  Status get(std::string_view key, std::string& value) override {
+    return db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
+  }
+
+  Status scan(std::string_view prefix,
+              const std::function<bool(std::string_view, std::string_view)>& f) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const rocksdb::Slice p(prefix.data(), prefix.size());
+    for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+      if (!f(it->key().ToStringView(), it->value().ToStringView())) break;
+    }
+    return it->status();
+  }
+
+  Status write(Batch& batch, bool sync) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    return db_->Write(wo, &batch);
+  }
+
+  Status sync_log() override { return db_->SyncWAL(); }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+class RocksDisk : public Disk {
+ public:
+  Opened open(const std::filesystem::path& dir) override {
+    std::error_code ec;
+    const bool existed = std::filesystem::exists(dir / "CURRENT", ec);
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw StoreError("cannot create data directory " + dir.string() + ": " + ec.message());
+
+    rocksdb::Options options;
+    options.create_if_missing = !existed;
+    options.paranoid_checks = true;
+    options.max_open_files = 256;
+    options.keep_log_file_num = 2;
+    options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+    options.info_log = std::make_shared<ForwardingLogger>();
+    rocksdb::DB* raw = nullptr;
+    const rocksdb::Status s = rocksdb::DB::Open(options, dir.string(), &raw);
+    if (!s.ok()) {
+      std::string what = s.IsCorruption() ? "is corrupt" : "cannot be opened";
+      throw StoreError("data directory " + dir.string() + " " + what + ": " + s.ToString());
+    }
+    return Opened{std::make_unique<RocksEngine>(std::unique_ptr<rocksdb::DB>(raw)), !existed};
+  }
+};
+}  // namespace
+
+Disk& real_disk() {
+  static RocksDisk disk;
+  return disk;
+}
+
+}  // namespace kv::storage
