@@ -1,0 +1,116 @@
+// The syncer's rules without I/O (docs/sync.md): for each node link, when to fetch, what to
+// stamp, what to send, what a node's status means, when to compact, and how long to wait before
+// reconnecting. Each event method takes what a node said and updates the state (and the durable
+// log); each next_* method returns the request to send now, if any. kvsync's coroutines
+// (syncer.cpp) only carry these actions out over the network; the deterministic simulator
+// (test/sim) drives the very same object over a simulated one.
+//
+// Threading: not thread-safe; one thread (kvsync's io_context, or the simulator).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/item.hpp"
+#include "common/notification.hpp"
+#include "common/protocol.hpp"
+#include "sync/sync_log.hpp"
+
+namespace kv::sync {
+
+struct MachineOptions {
+  std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
+  std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};
+};
+
+// One node as the syncer sees it.
+struct LinkView {
+  std::string address;              // as configured (--nodes)
+  bool up = false;                  // STATUS accepted, until the connection is lost
+  bool ever_up = false;             // reached at least once since start
+  NodeStatus status;                // as reported when the link came up
+  std::uint64_t applied_stamp = 0;  // as the node last reported
+  std::uint64_t synced_upto = 0;
+  std::uint64_t seq_seen = 0;  // the highest local seq its notifications announced
+  std::uint64_t reconnects = 0;
+  std::uint64_t fetches = 0;
+  std::uint64_t applies = 0;
+};
+
+// What a node's STATUS led to.
+struct StatusVerdict {
+  std::optional<std::string> refused;  // why the node is refused (the link then goes down)
+  std::vector<std::string> warnings;   // what the operator should hear about this node
+};
+
+// What one FETCH answer led to.
+struct FetchOutcome {
+  SyncLog::Stamped stamped;  // stamp 0: nothing new was stamped
+  bool moved = false;        // the cursor or the log moved: fetch again
+};
+
+class SyncMachine {
+ public:
+  using Duration = std::chrono::milliseconds;
+
+  // `addresses`: the configured nodes, one link each, in order.
+  SyncMachine(SyncLog& log, std::vector<std::string> addresses, MachineOptions options);
+
+  std::size_t size() const { return links_.size(); }
+  const LinkView& link(std::size_t i) const { return links_[i].view; }
+  const SyncLog& log() const { return log_; }
+
+  // The connection to link `i` answered STATUS. Unless refused, the link is up and its fetcher
+  // and sender have work.
+  StatusVerdict on_status(std::size_t i, const NodeStatus& status);
+  // The link's connection failed or was lost (or never came up). Every request in flight on it
+  // is forgotten. Returns how long to wait before connecting again.
+  Duration on_down(std::size_t i);
+  // A notification from the node's WebSocket subscription.
+  void on_notification(std::size_t i, Notification::Kind kind, std::uint64_t seq);
+
+  // The FETCH to send on link `i` now, if any; at most one is in flight per link.
+  std::optional<proto::msg::Fetch> next_fetch(std::size_t i);
+  // Its answer: stamps the changes (a durable write; throws StoreError when it fails, and the
+  // caller should take the link down).
+  FetchOutcome on_fetched(std::size_t i, const proto::msg::Changes& changes);
+
+  // The APPLY to send on link `i` now, if any; at most one is in flight per link.
+  std::optional<proto::msg::Apply> next_apply(std::size_t i);
+  // Its answer. Returns the number of tombstones compaction dropped from the log (0: none).
+  std::size_t on_applied(std::size_t i, const proto::msg::Applied& applied);
+
+  // Every configured node has been reached since start.
+  bool all_reached() const;
+
+ private:
+  struct Link {
+    LinkView view;
+    bool greeted = false;          // an APPLY went out since the link came up (lifts the fence)
+    bool needs_reset = false;      // behind the compaction point: the next APPLY resets it
+    std::uint64_t purge_sent = 0;  // the purge_upto the node last acknowledged
+    bool fetch_wanted = false;     // the node has (or may have) changes past the cursor
+    bool fetch_in_flight = false;
+    bool apply_in_flight = false;
+    std::uint64_t apply_purge = 0;  // purge_upto of the APPLY in flight
+    Duration backoff{0};
+  };
+
+  // A new log knows no stamps yet: the nodes may have applied some from an earlier log (a
+  // replaced data directory), so nothing is stamped until every node has reported its
+  // applied_stamp and the counter has moved past them.
+  bool may_stamp() const;
+  std::uint64_t cursor_of(const Link& l) const;
+  std::size_t compact();
+
+  SyncLog& log_;
+  MachineOptions options_;
+  std::vector<Link> links_;
+};
+
+}  // namespace kv::sync
