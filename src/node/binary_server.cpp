@@ -20,6 +20,7 @@
 #include "common/metrics.hpp"
 #include "common/protocol.hpp"
 #include "common/secret.hpp"
+#include "node/requests.hpp"
 #include "node/store.hpp"
 
 namespace kv::node {
@@ -33,26 +34,6 @@ using proto::msg::Error;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-
-template <class T>
-proto::Response to_response(Result<T>&& r) {
-  if (auto* e = std::get_if<Error>(&r)) return std::move(*e);
-  if constexpr (std::is_same_v<T, Item>) {
-    return proto::msg::ItemReply{std::move(std::get<Item>(r))};
-  } else {
-    return std::move(std::get<T>(r));
-  }
-}
-
-// A write's answer names its change, for the client's session token.
-proto::Response write_response(const Store& store, Result<Item>&& r) {
-  auto resp = to_response(std::move(r));
-  if (auto* item = std::get_if<proto::msg::ItemReply>(&resp)) {
-    item->seq = store.seq();
-    item->incarnation = store.incarnation();
-  }
-  return resp;
-}
 
 std::string_view type_name(proto::MsgType t) {
   switch (t) {
@@ -197,44 +178,10 @@ asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch
   }
 }
 
-proto::Response handle(Store& store, const BinaryOptions& options, proto::Request& req) {
-  return std::visit(
-      [&](auto& m) -> proto::Response {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, proto::msg::Ping>) {
-          return proto::msg::Pong{};
-        } else if constexpr (std::is_same_v<T, proto::msg::Status>) {
-          NodeStatus status = store.status();
-          status.http_port = options.http_port;
-          if (options.subscribers) status.subscribers = options.subscribers();
-          return proto::msg::StatusReply{std::move(status)};
-        } else if constexpr (std::is_same_v<T, proto::msg::Create>) {
-          return write_response(store, store.create(m.title));
-        } else if constexpr (std::is_same_v<T, proto::msg::Get>) {
-          return to_response(store.get(m.id));
-        } else if constexpr (std::is_same_v<T, proto::msg::List>) {
-          return store.list_page(m.after, m.limit);
-        } else if constexpr (std::is_same_v<T, proto::msg::Update>) {
-          return write_response(store, store.update(m));
-        } else if constexpr (std::is_same_v<T, proto::msg::Delete>) {
-          return write_response(store, store.remove(m.id));
-        } else if constexpr (std::is_same_v<T, proto::msg::Wait> ||
-                             std::is_same_v<T, proto::msg::Auth>) {
-          return Error{proto::ErrorCode::kUnknownType, "answered by the session"};
-        } else if constexpr (std::is_same_v<T, proto::msg::Fetch>) {
-          return store.fetch(m.after_seq, m.limit);
-        } else {
-          static_assert(std::is_same_v<T, proto::msg::Apply>);
-          return to_response(store.apply(m));
-        }
-      },
-      req);
-}
-
 // Reads frames, answers each in order, and writes all answers of one read in one write.
 // Returns when the peer closes, a frame is malformed (after answering it), or the idle deadline
 // passes.
-struct Answer {
+struct Pending {
   std::uint32_t request_id = 0;
   proto::MsgType type = proto::MsgType::kPing;
   proto::Response response;
@@ -249,7 +196,7 @@ asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& com
   std::vector<std::uint8_t> in(64 * 1024);
   std::size_t have = 0;
   std::string out;
-  std::vector<Answer> answers;
+  std::vector<Pending> answers;
   asio::steady_timer idle(co_await asio::this_coro::executor);
   bool authed = false;
   // When the partial frame at the start of the buffer began to arrive (slow senders are cut
@@ -275,7 +222,7 @@ asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& com
       pos += d.frame.size;
       auto parsed = proto::parse_request(d.frame);
       const auto type = static_cast<proto::MsgType>(d.frame.type);
-      Answer a{d.frame.request_id, type, proto::msg::Pong{}, 0, std::chrono::steady_clock::now()};
+      Pending a{d.frame.request_id, type, proto::msg::Pong{}, 0, std::chrono::steady_clock::now()};
       if (auto* e = std::get_if<Error>(&parsed)) {
         a.response = std::move(*e);
       } else if (auto* auth = std::get_if<proto::msg::Auth>(&std::get<proto::Request>(parsed))) {
@@ -298,9 +245,14 @@ asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& com
         // a WAIT sees what the WAIT waited for.
         a.response = co_await wait_session(store, commits, *w);
       } else {
-        const std::uint64_t before = store.last_ticket();
-        a.response = handle(store, options, std::get<proto::Request>(parsed));
-        if (store.last_ticket() != before) a.ticket = store.last_ticket();
+        auto& req = std::get<proto::Request>(parsed);
+        ServerFacts facts{options.http_port, 0};
+        if (options.subscribers && std::holds_alternative<proto::msg::Status>(req)) {
+          facts.subscribers = options.subscribers();
+        }
+        auto answered = answer(store, req, facts);
+        a.response = std::move(answered.response);
+        a.ticket = answered.ticket;
       }
       answers.push_back(std::move(a));
       if (answers.size() >= options.max_pipeline) {

@@ -612,6 +612,22 @@ SessionState Store::session(const std::vector<SessionMark>& want,
   return state;
 }
 
+std::vector<StoredItem> Store::dump() const {
+  std::vector<StoredItem> out;
+  out.reserve(impl_->items.size());
+  for (const auto& [id, r] : impl_->items) {
+    out.push_back(StoredItem{visible(id, r), r.stamp, r.origin, r.origin_seq, r.local_seq,
+                             r.local_seq > impl_->meta.synced_upto});
+  }
+  return out;
+}
+
+std::vector<SessionMark> Store::marks() const {
+  std::vector<SessionMark> out;
+  for (const auto& [name, m] : impl_->marks) out.push_back(m);
+  return out;
+}
+
 std::uint64_t Store::seq() const {
   return impl_->meta.seq;
 }

@@ -68,6 +68,16 @@ enum class SessionState {
   kNever,     // names this node's own changes from another life of its data directory
 };
 
+// An item as stored, with what the sync rules look at (for the simulator, tests and checks).
+struct StoredItem {
+  Item item;                     // the value users see (a tombstone when item.deleted)
+  std::uint64_t stamp = 0;       // the stamp of the last value the syncer delivered (0: none)
+  std::string origin;            // the node that value came from
+  std::uint64_t origin_seq = 0;  // and its change there
+  std::uint64_t local_seq = 0;   // the item's latest local change (0: none)
+  bool pending = false;          // that change is not yet in the syncer's log
+};
+
 template <class T>
 using Result = std::variant<T, proto::msg::Error>;
 
@@ -95,8 +105,10 @@ class Store {
   Result<proto::msg::Applied> apply(const proto::msg::Apply& batch);
 
   NodeStatus status() const;
-  std::uint64_t seq() const;          // the latest local change's sequence number
-  std::uint64_t incarnation() const;  // fixed when the data directory was created
+  std::vector<StoredItem> dump() const;    // every item, tombstones included, in id order
+  std::vector<SessionMark> marks() const;  // how far other nodes' changes are held here
+  std::uint64_t seq() const;               // the latest local change's sequence number
+  std::uint64_t incarnation() const;       // fixed when the data directory was created
   // Read-your-writes (docs/sync.md, "Sessions"): whether every change in `want` is here. For
   // each entry, `have` gets how far this node is for that node.
   SessionState session(const std::vector<SessionMark>& want, std::vector<SessionMark>& have) const;

@@ -81,6 +81,11 @@ MemDisk::Volume& MemDisk::volume(const std::filesystem::path& dir) {
   return *slot;
 }
 
+MemDisk::Volume* MemDisk::find(const std::filesystem::path& dir) {
+  auto it = volumes_.find(dir.string());
+  return it == volumes_.end() ? nullptr : it->second.get();
+}
+
 void MemDisk::power_loss(const std::filesystem::path& dir) {
   auto& v = volume(dir);
   v.written = v.durable;

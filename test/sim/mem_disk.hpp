@@ -29,8 +29,9 @@ class MemDisk : public storage::Disk {
 
   storage::Opened open(const std::filesystem::path& dir) override;
 
-  // The volume at `dir` (created empty when missing).
+  // The volume at `dir` (created empty when missing), or nullptr when there is none.
   Volume& volume(const std::filesystem::path& dir);
+  Volume* find(const std::filesystem::path& dir);
   bool exists(const std::filesystem::path& dir) const { return volumes_.count(dir.string()) > 0; }
   // The directory is gone (rm -rf).
   void wipe(const std::filesystem::path& dir) { volumes_.erase(dir.string()); }
