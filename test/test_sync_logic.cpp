@@ -57,7 +57,7 @@ struct Sim {
     const auto cursor = log->cursor(names[i], incarnation(i));
     auto got = nodes[i]->fetch(cursor, limit);
     if (got.changes.empty() && got.seq_high <= cursor) return false;
-    log->stamp(names[i], incarnation(i), got.changes, got.seq_high);
+    log->stamp(names[i], incarnation(i), got.changes, got.seq_high, got.safe_mark);
     return true;
   }
   // One APPLY; returns whether the node was behind.

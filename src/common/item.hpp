@@ -29,6 +29,10 @@ std::ostream& operator<<(std::ostream& os, const Item& item);
 struct Change {
   std::uint64_t seq = 0;
   Item item;
+  // The stamp of the value the change was made on (0: the node never held a stamped value of
+  // the item, as for a create). A change made on a stamped value of an item the syncer's log no
+  // longer holds was made on an item whose delete is compacted away (docs/sync.md).
+  std::uint64_t base_stamp = 0;
 
   friend bool operator==(const Change&, const Change&) = default;
 };
@@ -64,10 +68,20 @@ struct NodeStatus {
   std::uint64_t synced_upto = 0;
   std::uint64_t items = 0;  // live items
   std::uint64_t tombstones = 0;
-  std::uint64_t unsynced = 0;      // local changes not yet in the syncer's log
-  std::uint64_t http_port = 0;     // where the node serves /ws notifications, on the same host
-  std::uint64_t syncer_stamp = 0;  // the syncer's latest stamp, as its last APPLY said
-  std::uint64_t subscribers = 0;   // WebSocket subscribers now
+  std::uint64_t unsynced = 0;       // local changes not yet in the syncer's log
+  std::uint64_t http_port = 0;      // where the node serves /ws notifications, on the same host
+  std::uint64_t syncer_stamp = 0;   // the syncer's latest stamp, as its last APPLY said
+  std::uint64_t subscribers = 0;    // WebSocket subscribers now
+  std::uint64_t max_id_number = 0;  // the largest id number the node has seen
+  std::uint64_t log_id = 0;         // the syncer log its applied stamps come from (0: none)
+  std::uint64_t purged_upto = 0;    // its tombstones stamped at or below this are gone
+  // An order-independent digest of its live items (id, title, completed, stamp), taken at
+  // `digest_stamp` (its applied stamp then); equal on two nodes that hold the same items.
+  std::uint64_t digest = 0;
+  std::uint64_t digest_stamp = 0;
+  // `applied_stamp` and `synced_upto` above are durable; this is what memory holds (ahead
+  // while an APPLY is being committed).
+  std::uint64_t memory_applied_stamp = 0;
 
   friend bool operator==(const NodeStatus&, const NodeStatus&) = default;
 };

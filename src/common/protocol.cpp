@@ -24,6 +24,8 @@ std::string_view to_string(ErrorCode code) {
       return "unavailable";
     case ErrorCode::kUnauthenticated:
       return "unauthenticated";
+    case ErrorCode::kStale:
+      return "stale";
   }
   return "unknown_error";
 }
@@ -223,7 +225,7 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.synced_upto);
   w.varint(m.id_floor);
   w.varint(m.purge_upto);
-  w.u8(m.reset ? 1 : 0);
+  w.u8((m.reset ? kApplyReset : 0) | (m.rebirth ? kApplyRebirth : 0) | (m.adopt ? kApplyAdopt : 0));
   w.varint(m.changes.size());
   for (const auto& c : m.changes) {
     w.varint(c.stamp);
@@ -233,6 +235,8 @@ void write_payload(Writer& w, const msg::Apply& m) {
   }
   w.varint(m.stamp_high);
   write_marks(w, m.marks);
+  w.varint(m.after_stamp);
+  w.varint(m.log_id);
 }
 void write_payload(Writer& w, const msg::Pong&) {}
 void write_payload(Writer& w, const msg::StatusReply& m) {
@@ -249,6 +253,12 @@ void write_payload(Writer& w, const msg::StatusReply& m) {
   w.varint(s.http_port);
   w.varint(s.syncer_stamp);
   w.varint(s.subscribers);
+  w.varint(s.max_id_number);
+  w.varint(s.log_id);
+  w.varint(s.purged_upto);
+  w.varint(s.digest);
+  w.varint(s.digest_stamp);
+  w.varint(s.memory_applied_stamp);
 }
 void write_payload(Writer& w, const msg::ItemReply& m) {
   w.item(m.item);
@@ -266,7 +276,9 @@ void write_payload(Writer& w, const msg::Changes& m) {
   for (const auto& c : m.changes) {
     w.varint(c.seq);
     w.item(c.item);
+    w.varint(c.base_stamp);
   }
+  w.varint(m.safe_mark);
 }
 void write_payload(Writer& w, const msg::Applied& m) {
   w.varint(m.applied_stamp);
@@ -282,7 +294,7 @@ void write_payload(Writer& w, const msg::Error& m) {
 // smallest encoding of one element, and space is reserved for a bounded number up front, so a
 // frame cannot make us allocate far beyond its own size.
 constexpr std::size_t kMinItemBytes = 4;                     // empty id and title, flags, version
-constexpr std::size_t kMinChangeBytes = 1 + kMinItemBytes;   // seq, item
+constexpr std::size_t kMinChangeBytes = 2 + kMinItemBytes;   // seq, item, base stamp
 constexpr std::size_t kMinStampedBytes = 3 + kMinItemBytes;  // stamp, origin, seq, item
 constexpr std::uint64_t kMaxReserve = 1024;
 bool plausible_count(std::uint64_t n, std::size_t payload_size, std::size_t min_element) {
@@ -356,8 +368,10 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.id_floor = r.varint();
       m.purge_upto = r.varint();
       const std::uint8_t flags = r.u8();
-      if (flags > 1) return std::nullopt;
-      m.reset = flags == 1;
+      if (flags & ~(kApplyReset | kApplyRebirth | kApplyAdopt)) return std::nullopt;
+      m.reset = flags & kApplyReset;
+      m.rebirth = flags & kApplyRebirth;
+      m.adopt = flags & kApplyAdopt;
       const std::uint64_t n = r.varint();
       if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
       m.changes.reserve(std::min(n, kMaxReserve));
@@ -371,6 +385,8 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       }
       m.stamp_high = r.varint();
       if (!read_marks(r, m.marks)) return std::nullopt;
+      m.after_stamp = r.varint();
+      m.log_id = r.varint();
       return m;
     }
     default:
@@ -397,6 +413,12 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       s.http_port = r.varint();
       s.syncer_stamp = r.varint();
       s.subscribers = r.varint();
+      s.max_id_number = r.varint();
+      s.log_id = r.varint();
+      s.purged_upto = r.varint();
+      s.digest = r.varint();
+      s.digest_stamp = r.varint();
+      s.memory_applied_stamp = r.varint();
       return msg::StatusReply{std::move(s)};
     }
     case MsgType::kCreate:
@@ -436,8 +458,10 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
         Change c;
         c.seq = r.varint();
         c.item = r.item();
+        c.base_stamp = r.varint();
         m.changes.push_back(std::move(c));
       }
+      m.safe_mark = r.varint();
       return m;
     }
     case MsgType::kApply: {

@@ -39,6 +39,11 @@ inline constexpr std::size_t kMaxSecretBytes = 256;
 inline constexpr std::size_t kMaxSessionMarks = 64;     // per WAIT and per APPLY
 inline constexpr std::uint64_t kMaxWaitMs = 60 * 1000;  // WAIT's timeout is clamped here
 
+// APPLY's flags byte.
+inline constexpr std::uint8_t kApplyReset = 0x01;
+inline constexpr std::uint8_t kApplyRebirth = 0x02;
+inline constexpr std::uint8_t kApplyAdopt = 0x04;
+
 // A response carries the request's type with this bit set, or kError.
 inline constexpr std::uint8_t kResponseBit = 0x80;
 
@@ -68,6 +73,8 @@ enum class ErrorCode : std::uint16_t {
   kStorage = 7,          // the store could not commit (disk full, I/O error)
   kUnavailable = 8,      // the node is shutting down or overloaded
   kUnauthenticated = 9,  // the operation needs the cluster secret (AUTH), or it was wrong
+  kStale = 10,           // an APPLY that does not continue from this node's applied stamp, or
+                         // comes from another syncer log: from a syncer that is gone, or late
 };
 
 std::string_view to_string(ErrorCode code);
@@ -167,19 +174,23 @@ struct Wait {
   std::uint64_t timeout_ms = 0;
   std::vector<SessionMark> want;
 };
-// Sync: the node's local changes with seq > after_seq, oldest first, at most `limit`.
+// Sync: the node's durable local changes with seq > after_seq, oldest first, at most `limit`.
 struct Fetch {
   std::uint64_t after_seq = 0;
   std::uint64_t limit = 0;
 };
-// Sync: stamped changes for the node to apply. `upto_stamp` is the highest stamp the batch
-// covers (entries superseded before delivery are left out); `synced_upto` tells the node that
-// all its local changes with seq <= synced_upto are already stamped in the syncer's log.
-// `id_floor` is the largest id number in the syncer's log: the node's next ids go above it.
-// `purge_upto`: every node has applied every stamp up to here, so tombstones stamped at or
-// below it may go (docs/sync.md, "Compaction"). `reset`: the node is behind the compaction
-// point; it forgets every item without an unsynced local change before applying, and this
-// batch and the ones after it resend the whole log (a full resync).
+// Sync: stamped changes for the node to apply (docs/sync.md, "Applying a stamped change").
+// `after_stamp` is the applied stamp this batch continues from: the node refuses (kStale) a batch
+// that does not continue from its own, or that comes from another syncer log (`log_id`) unless
+// `adopt` is set. `upto_stamp` is the highest stamp the batch covers (entries superseded before
+// delivery are left out); `synced_upto` tells the node that all its local changes with
+// seq <= synced_upto are already in the syncer's log. `id_floor` is the largest id number in the
+// syncer's log: the node's next ids go above it. `purge_upto`: every node has applied every
+// stamp up to here, so tombstones stamped at or below it may go (docs/sync.md, "Compaction").
+// `reset`: the node forgets every item without an unsynced local change before applying, and
+// this batch and the ones after it resend the whole log (a full resync). `rebirth` (with reset):
+// the node's data directory is an older copy of itself; it takes a new incarnation and counts
+// every local change it holds as synced (they are in the log, or older than what is).
 struct Apply {
   std::uint64_t upto_stamp = 0;
   std::uint64_t synced_upto = 0;
@@ -192,6 +203,10 @@ struct Apply {
   // its local changes are stamped, hence now applied here (read-your-writes; at most
   // kMaxSessionMarks).
   std::vector<SessionMark> marks;
+  std::uint64_t after_stamp = 0;
+  std::uint64_t log_id = 0;  // the syncer log that stamped these changes
+  bool rebirth = false;
+  bool adopt = false;  // the node takes this log as its own (after the log was rebuilt)
 };
 
 // Responses.
@@ -211,8 +226,13 @@ struct ItemsReply {
   std::string next;  // pass as List::after for the next page; empty when this was the last
 };
 struct Changes {
-  std::uint64_t seq_high = 0;  // the node's change sequence when the fetch ran
+  // The syncer's next cursor: every durable local change up to here is in `changes` (or an
+  // earlier answer), or was replaced by a later change of its item.
+  std::uint64_t seq_high = 0;
   std::vector<Change> changes;
+  // Every local change up to here is in the syncer's log once these are: seq_high, less any
+  // change whose replacement is not in `changes` yet (a session mark may say this much).
+  std::uint64_t safe_mark = 0;
 };
 struct Applied {
   std::uint64_t applied_stamp = 0;

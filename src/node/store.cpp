@@ -35,6 +35,41 @@ struct Store::Impl {
   // Local changes not yet known to be in the syncer's log: seq -> item id. Only the latest local
   // change of an item is kept (older ones are superseded and would fetch the same value).
   std::map<std::uint64_t, std::string> changelog;
+  // The same change log as the disk has it, which is what FETCH offers: a change enters once its
+  // batch is durable, with the value it wrote, and leaves once the batch that replaced or
+  // settled it is durable. (Offering memory's log instead let a fetch skip an item's durable
+  // change that a newer, not yet durable change had replaced: issue 10, problem 1.)
+  struct Offered {
+    std::string id;
+    Item value;
+    std::uint64_t first_seq = 0;   // the oldest change of the item not in the syncer's log
+    std::uint64_t base_stamp = 0;  // the stamp of the value the change was made on
+  };
+  std::map<std::uint64_t, Offered> durable_log;
+  // (first_seq, seq) of durable_log's entries that replaced older changes (first_seq < seq).
+  std::set<std::pair<std::uint64_t, std::uint64_t>> straddlers;
+  // Edits of the change log in batches not yet durable, by ticket: add `put` at `seq`, or drop.
+  struct LogEdit {
+    std::uint64_t seq = 0;
+    std::optional<Offered> put;
+    std::string settled;  // the item, when an APPLY drops it (in `settling` until durable)
+  };
+  std::deque<std::pair<std::uint64_t, std::vector<LogEdit>>> pending_log_edits;
+  // Items whose changes an APPLY being committed settles (a stamped delete overruled them, or
+  // the log holds them): FETCH no longer offers their durable changes. Offered anyway, a change
+  // of an item whose delete is being committed could reach the syncer after that delete was
+  // compacted, and bring the item back (found by the simulator, seeds 59 and 653).
+  std::multiset<std::string> settling;
+  void offer(std::uint64_t seq, Offered o) {
+    if (o.first_seq < seq) straddlers.emplace(o.first_seq, seq);
+    durable_log[seq] = std::move(o);
+  }
+  void withdraw(std::uint64_t seq) {
+    auto it = durable_log.find(seq);
+    if (it == durable_log.end()) return;
+    straddlers.erase({it->second.first_seq, seq});
+    durable_log.erase(it);
+  }
   // Deleted items by (stamp, id): compaction drops them in stamp order.
   std::set<std::pair<std::uint64_t, std::string>> tombstones;
   // Every change to `items` goes through put() and erase(), which keep `tombstones` in step.
@@ -88,6 +123,10 @@ struct Store::Impl {
     items.clear();
     changelog.clear();
     tombstones.clear();
+    durable_log.clear();
+    straddlers.clear();
+    pending_log_edits.clear();
+    settling.clear();
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
   std::uint64_t submit(storage::Batch& batch);
@@ -173,6 +212,8 @@ void Store::Impl::load() {
                          std::to_string(seq) + " does not match item '" + id + "'");
       }
       changelog.emplace(seq, id);
+      offer(seq,
+            Offered{id, visible(id, found->second), found->second.first_seq, found->second.stamp});
       return true;
     });
   }
@@ -198,6 +239,17 @@ void Store::Impl::process(const CommitResult& r) {
       durable_seq = std::max(durable_seq, seq_by_ticket.front().second);
       seq_by_ticket.pop_front();
     }
+    while (!pending_log_edits.empty() && pending_log_edits.front().first <= r.last) {
+      for (auto& e : pending_log_edits.front().second) {
+        if (e.put) {
+          offer(e.seq, std::move(*e.put));
+        } else {
+          withdraw(e.seq);
+          if (!e.settled.empty()) settling.erase(settling.find(e.settled));
+        }
+      }
+      pending_log_edits.pop_front();
+    }
     while (!pending_events.empty() && pending_events.front().first <= r.last) {
       notify(pending_events.front().second);
       pending_events.pop_front();
@@ -213,6 +265,8 @@ void Store::Impl::process(const CommitResult& r) {
   completed = std::max(completed, submitted);
   seq_by_ticket.clear();
   pending_events.clear();
+  pending_log_edits.clear();
+  settling.clear();
   recover();
 }
 
@@ -347,20 +401,28 @@ Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const 
   rec.version = ++meta.version;
   const std::uint64_t old_seq = rec.local_seq;
   rec.local_seq = ++meta.seq;
+  const std::uint64_t seq = rec.local_seq;
+  // The ticket submit() hands out next; queued before submit(), since inline commits complete
+  // inside it.
+  const std::uint64_t ticket = submitted + 1;
+  std::vector<LogEdit> edits;
   storage::Batch batch;
-  batch.Put(item_key(id), encode_record(rec));
   if (old_seq > meta.synced_upto) {
+    // It replaces the item's previous change, which the syncer's log does not hold yet.
     batch.Delete(change_key(old_seq));
     changelog.erase(old_seq);
+    edits.push_back(LogEdit{old_seq, std::nullopt});
+  } else {
+    rec.first_seq = seq;
   }
-  batch.Put(change_key(rec.local_seq), id);
-  changelog.emplace(rec.local_seq, id);
-  const std::uint64_t seq = rec.local_seq;
+  batch.Put(item_key(id), encode_record(rec));
+  batch.Put(change_key(seq), id);
+  changelog.emplace(seq, id);
   Item item = visible(id, rec);
+  edits.push_back(LogEdit{seq, Offered{id, item, rec.first_seq, rec.stamp}});
   put(id, std::move(rec));
-  // Queued before submit(): inline commits complete inside it.
-  const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
   seq_by_ticket.emplace_back(ticket, seq);
+  pending_log_edits.emplace_back(ticket, std::move(edits));
   pending_events.emplace_back(ticket,
                               StoreEvent{StoreEvent::Kind::kLocal, op, item, seq, 0, meta.name});
   submit(batch);
@@ -444,21 +506,32 @@ proto::msg::ItemsReply Store::list_page(std::string_view after, std::uint64_t li
 }
 
 proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) const {
+  const auto& im = *impl_;
   proto::msg::Changes out;
   limit = std::clamp<std::uint64_t>(limit, 1, proto::kMaxFetchLimit);
-  // Only durable changes: a change the node could still lose in a crash must never be stamped,
-  // or its sequence number could be reused for another change after the restart.
-  out.seq_high = std::max(after_seq, impl_->durable_seq);
+  // Only durable changes, each with the value it wrote: a change the node could still lose in a
+  // crash must never be stamped, and a durable one must not be skipped because a change that
+  // is not durable yet replaced it in memory.
+  out.seq_high = std::max(after_seq, im.durable_seq);
   std::size_t bytes = 0;
-  for (auto it = impl_->changelog.upper_bound(after_seq);
-       it != impl_->changelog.end() && it->first <= impl_->durable_seq; ++it) {
+  for (auto it = im.durable_log.upper_bound(after_seq); it != im.durable_log.end(); ++it) {
+    if (im.settling.count(it->second.id)) continue;
     if (out.changes.size() == limit || bytes >= proto::kBatchBytes) {
       out.seq_high = out.changes.back().seq;
       break;
     }
-    out.changes.push_back(
-        Change{it->first, visible(it->second, impl_->items.find(it->second)->second)});
+    out.changes.push_back(Change{it->first, it->second.value, it->second.base_stamp});
     bytes += encoded_size(out.changes.back().item);
+  }
+  // A session mark may not claim a change whose replacement is still to be fetched. (It may
+  // claim less than it could, when the replaced change was fetched before: that only makes a
+  // session wait for the replacement.)
+  out.safe_mark = out.seq_high;
+  for (const auto& [first, seq] : im.straddlers) {
+    if (seq > out.seq_high) {
+      out.safe_mark = std::min(out.safe_mark, first - 1);
+      break;
+    }
   }
   return out;
 }
@@ -551,9 +624,13 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
       drop.push_back(it->second.local_seq);
     }
   }
+  std::vector<Impl::LogEdit> edits;
   for (auto seq : drop) {
     wb.Delete(change_key(seq));
+    auto id = std::move(im.changelog.at(seq));
     im.changelog.erase(seq);
+    im.settling.insert(id);
+    edits.push_back(Impl::LogEdit{seq, std::nullopt, std::move(id)});
   }
   for (auto& [id, r] : changed) {
     wb.Put(item_key(id), encode_record(r));
@@ -574,6 +651,7 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   im.fenced = false;                              // ids above id_floor are free
   const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
   for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
+  if (!edits.empty()) im.pending_log_edits.emplace_back(ticket, std::move(edits));
   im.submit(wb);
   if (im.failed(ticket)) return im.storage_error();
   im.syncer_stamp = std::max(im.syncer_stamp, std::max(batch.stamp_high, batch.upto_stamp));

@@ -26,12 +26,15 @@ std::string encode_meta(const Meta& m) {
   w.varint(m.applied_stamp);
   w.varint(m.synced_upto);
   w.varint(m.max_id_number);
+  w.varint(m.log_id);
+  w.varint(m.purged_upto);
   return out;
 }
 
 std::optional<Meta> decode_meta(std::string_view bytes) {
   proto::Reader r(bytes_of(bytes));
-  if (r.u8() != kFormatVersion) return std::nullopt;
+  const std::uint8_t format = r.u8();
+  if (format != kFormatVersion && format != 1) return std::nullopt;
   Meta m;
   m.name = r.str(proto::kMaxNameBytes);
   m.incarnation = r.varint();
@@ -40,6 +43,10 @@ std::optional<Meta> decode_meta(std::string_view bytes) {
   m.applied_stamp = r.varint();
   m.synced_upto = r.varint();
   m.max_id_number = r.varint();
+  if (format >= 2) {
+    m.log_id = r.varint();
+    m.purged_upto = r.varint();
+  }
   if (!r.done() || m.synced_upto > m.seq) return std::nullopt;
   return m;
 }
@@ -55,12 +62,14 @@ std::string encode_record(const Record& rec) {
   w.str(rec.origin);
   w.varint(rec.origin_seq);
   w.str(rec.title);
+  w.varint(rec.first_seq);
   return out;
 }
 
 std::optional<Record> decode_record(std::string_view bytes) {
   proto::Reader r(bytes_of(bytes));
-  if (r.u8() != kFormatVersion) return std::nullopt;
+  const std::uint8_t format = r.u8();
+  if (format != kFormatVersion && format != 1) return std::nullopt;
   Record rec;
   const std::uint8_t flags = r.u8();
   if (flags & ~(kCompleted | kDeleted)) return std::nullopt;
@@ -72,7 +81,8 @@ std::optional<Record> decode_record(std::string_view bytes) {
   rec.origin = r.str(proto::kMaxNameBytes);
   rec.origin_seq = r.varint();
   rec.title = r.str(proto::kMaxTitleBytes);
-  if (!r.done()) return std::nullopt;
+  rec.first_seq = format >= 2 ? r.varint() : rec.local_seq;
+  if (!r.done() || rec.first_seq > rec.local_seq) return std::nullopt;
   return rec;
 }
 

@@ -14,7 +14,9 @@ inline constexpr std::string_view kMetaKey = "m";       // the Meta record
 inline constexpr std::string_view kItemPrefix = "i";    // "i" + be64(number) + name -> Record
 inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> item id
 
-inline constexpr std::uint8_t kFormatVersion = 1;
+// Records are written in format 2; format 1 (before first_seq, log_id and purged_upto) is still
+// read, with those fields taken as their format-1 meaning (docs/storage.md).
+inline constexpr std::uint8_t kFormatVersion = 2;
 
 // Store-wide counters, rewritten in every commit.
 struct Meta {
@@ -25,13 +27,16 @@ struct Meta {
   std::uint64_t applied_stamp = 0;  // every stamp up to here has been delivered
   std::uint64_t synced_upto = 0;    // local changes up to here are in the syncer's log
   std::uint64_t max_id_number = 0;  // the largest id number seen; new ids take the next one
+  std::uint64_t log_id = 0;         // the syncer log its applied stamps come from (0: none yet)
+  std::uint64_t purged_upto = 0;    // tombstones stamped at or below this were compacted
 
   friend bool operator==(const Meta&, const Meta&) = default;
 };
 
 // One item as stored. `version` is what users see; `stamp` is the stamp of the last value the
 // syncer delivered (0 if none) and decides conflicts; `local_seq` is the sequence number of the
-// item's latest local change (0 if none).
+// item's latest local change (0 if none), and `first_seq` that of the oldest local change it
+// replaced that the syncer's log did not hold yet (== local_seq when it replaced none).
 struct Record {
   std::string title;
   bool completed = false;
@@ -39,6 +44,7 @@ struct Record {
   std::uint64_t version = 0;
   std::uint64_t stamp = 0;
   std::uint64_t local_seq = 0;
+  std::uint64_t first_seq = 0;
   std::string origin;
   std::uint64_t origin_seq = 0;
 

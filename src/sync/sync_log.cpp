@@ -12,9 +12,11 @@
 namespace kv::sync {
 
 namespace {
-constexpr std::string_view kMetaKey = "m";       // u8 format, varint counter, purged_upto, max id
-constexpr std::string_view kEntryPrefix = "e";   // "e" + item id -> entry
-constexpr std::string_view kCursorPrefix = "k";  // "k" + node name -> varint incarnation, cursor
+constexpr std::string_view kMetaKey = "m";      // u8 format, varint counter, purged_upto, max id
+constexpr std::string_view kEntryPrefix = "e";  // "e" + item id -> entry
+// "k" + node name -> varint incarnation, cursor, mark (the mark is new in this format; a record
+// without it has mark == cursor)
+constexpr std::string_view kCursorPrefix = "k";
 constexpr std::uint8_t kFormat = 1;
 
 std::span<const std::uint8_t> bytes_of(std::string_view s) {
@@ -23,7 +25,8 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
 
 struct Cursor {
   std::uint64_t incarnation = 0;
-  std::uint64_t seq = 0;
+  std::uint64_t seq = 0;   // where the next FETCH starts
+  std::uint64_t mark = 0;  // every change up to here is in the log (FETCH's safe_mark)
 };
 }  // namespace
 
@@ -64,6 +67,7 @@ struct SyncLog::Impl {
     proto::Writer w(v);
     w.varint(c.incarnation);
     w.varint(c.seq);
+    w.varint(c.mark);
     b.Put(std::string(kCursorPrefix) + node, v);
   }
   void write(storage::Batch& b) {
@@ -98,7 +102,8 @@ void SyncLog::Impl::load() {
     st = db->scan(kCursorPrefix, [&](std::string_view key, std::string_view value) {
       proto::Reader cr(bytes_of(value));
       Cursor c{cr.varint(), cr.varint()};
-      if (!cr.done()) corrupt("a node cursor is corrupt");
+      c.mark = cr.at_end() ? c.seq : cr.varint();
+      if (!cr.done() || c.mark > c.seq) corrupt("a node cursor is corrupt");
       cursors[std::string(key.substr(1))] = c;
       return true;
     });
@@ -135,27 +140,40 @@ std::uint64_t SyncLog::cursor(const std::string& node, std::uint64_t incarnation
   return it->second.seq;
 }
 
+std::uint64_t SyncLog::mark(const std::string& node, std::uint64_t incarnation) const {
+  auto it = impl_->cursors.find(node);
+  if (it == impl_->cursors.end() || it->second.incarnation != incarnation) return 0;
+  return it->second.mark;
+}
+
 SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnation,
-                                const std::vector<Change>& changes, std::uint64_t next_cursor) {
+                                const std::vector<Change>& changes, std::uint64_t next_cursor,
+                                std::uint64_t safe_mark) {
   auto& im = *impl_;
   Stamped out;
   const std::uint64_t s = im.counter + 1;
   std::unordered_map<std::string, std::size_t> in_batch;  // a fetch holds each id at most once
   for (const auto& c : changes) {
-    auto it = im.latest.find(c.item.id);
-    if (it != im.latest.end() &&
-        !stamped_beats(c.item.deleted, s, it->second.item.deleted, it->second.stamp)) {
-      out.dropped.push_back(c);
-      continue;
-    }
     if (in_batch.count(c.item.id)) continue;
+    auto it = im.latest.find(c.item.id);
     StampedChange e{s, node, c.seq, c.item};
     e.item.version = s;
-    if (it == im.latest.end()) out.created.push_back(c.item.id);
+    if (it == im.latest.end() && c.base_stamp > 0 && c.base_stamp <= im.purged_upto) {
+      // Made on a stamped value the log no longer holds: only a compacted delete takes an item
+      // out of the log, and a delete beats any update (rule R). Stamp the delete again.
+      e.item.deleted = true;
+      out.redeleted.push_back(c);
+    } else if (it != im.latest.end() &&
+               !stamped_beats(c.item.deleted, s, it->second.item.deleted, it->second.stamp)) {
+      out.dropped.push_back(c);
+      continue;
+    } else if (it == im.latest.end()) {
+      out.created.push_back(c.item.id);
+    }
     in_batch.emplace(c.item.id, out.accepted.size());
     out.accepted.push_back(std::move(e));
   }
-  const Cursor cur{incarnation, next_cursor};
+  const Cursor cur{incarnation, next_cursor, std::min(safe_mark, next_cursor)};
   storage::Batch b;
   for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
   im.put_cursor(b, node, cur);
@@ -189,13 +207,13 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
 std::vector<SessionMark> SyncLog::marks() const {
   std::vector<SessionMark> out;
   for (const auto& [node, c] : impl_->cursors) {
-    out.push_back({node, c.incarnation, c.seq});
+    out.push_back({node, c.incarnation, c.mark});
   }
   return out;
 }
 
 void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq) {
-  const Cursor cur{incarnation, seq};
+  const Cursor cur{incarnation, seq, seq};
   storage::Batch b;
   impl_->put_cursor(b, node, cur);
   impl_->write(b);

@@ -42,9 +42,12 @@ class SyncLog {
   // How far the changes of `node` (in this incarnation of its data directory) are stamped.
   // A node seen with another incarnation starts again from 0.
   std::uint64_t cursor(const std::string& node, std::uint64_t incarnation) const;
+  // How far that node's changes are all in the log (at most its cursor).
+  std::uint64_t mark(const std::string& node, std::uint64_t incarnation) const;
 
-  // Every node's cursor as a session mark: once a node has applied every stamp up to
-  // counter(), it holds each node's changes up to these (read-your-writes, docs/sync.md).
+  // Every node's mark (how far its changes are all in the log; at most its cursor): once a node
+  // has applied every stamp up to counter(), it holds each node's changes up to these
+  // (read-your-writes, docs/sync.md).
   std::vector<SessionMark> marks() const;
 
   struct Stamped {
@@ -52,12 +55,18 @@ class SyncLog {
     std::vector<StampedChange> accepted;  // what was stored under `stamp`
     std::vector<std::string> created;     // ids among `accepted` the log did not hold before
     std::vector<Change> dropped;          // updates that lost to a delete (rule R)
+    // Changes made on an item whose delete was compacted away (its base stamp is at or below
+    // purged_upto and the log no longer holds it): the delete is stamped again, as a tombstone
+    // in `accepted`, so that the node that made the change deletes the item too.
+    std::vector<Change> redeleted;
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
-  // holds, and moves the node's cursor to `next_cursor`, all in one durable write. Throws
-  // StoreError when the write fails (nothing changed then).
+  // holds, and moves the node's cursor to `next_cursor` and its mark to `safe_mark` (FETCH's
+  // seq_high and safe_mark), all in one durable write. Throws StoreError when the write fails
+  // (nothing changed then).
   Stamped stamp(const std::string& node, std::uint64_t incarnation,
-                const std::vector<Change>& changes, std::uint64_t next_cursor);
+                const std::vector<Change>& changes, std::uint64_t next_cursor,
+                std::uint64_t safe_mark);
 
   // Moves a node's cursor (back, when its sequence went back); durable on return.
   void set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq);

@@ -112,9 +112,12 @@ FetchOutcome SyncMachine::on_fetched(std::size_t i, const proto::msg::Changes& g
   ++link.view.fetches;
   FetchOutcome out;
   const std::uint64_t cursor = cursor_of(link);
-  if (got.changes.empty() && got.seq_high <= cursor) return out;
-  out.stamped =
-      log_.stamp(link.view.status.name, link.view.status.incarnation, got.changes, got.seq_high);
+  if (got.changes.empty() && got.seq_high <= cursor &&
+      got.safe_mark <= log_.mark(link.view.status.name, link.view.status.incarnation)) {
+    return out;
+  }
+  out.stamped = log_.stamp(link.view.status.name, link.view.status.incarnation, got.changes,
+                           got.seq_high, got.safe_mark);
   out.moved = true;
   link.fetch_wanted = true;  // until a fetch comes back empty
   return out;

@@ -356,6 +356,11 @@ void Syncer::Impl::report_stamp(std::size_t i, const proto::msg::Changes& got,
     KV_LOG(info) << "sync " << name << ":" << c.item.id << " update v" << c.item.version
                  << " dropped: the item was deleted first";
   }
+  for (const auto& c : stamped.redeleted) {
+    KV_LOG(info) << "sync " << name << ":" << c.item.id << " update v" << c.item.version
+                 << " dropped: the item was deleted and its tombstone compacted; deleting it "
+                    "again";
+  }
   if (stamped.stamp == 0) return;
   stamp_times.emplace(stamped.stamp, Clock::now());
   changes_stamped += stamped.accepted.size();

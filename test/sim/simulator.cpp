@@ -949,15 +949,30 @@ class World {
           bool ok = false;
           if (it != held.end()) {
             const auto& h = it->second;
-            ok = h.item.deleted || h.pending || (via && *via != 0 && h.stamp >= *via) ||
+            // A value of its own whose change the log holds but whose stamp has not come back
+            // yet carries the stamp it got there.
+            std::uint64_t stamp = h.stamp;
+            if (h.local_seq != 0) {
+              auto own = title_writer_.find(h.item.title);
+              if (own != title_writer_.end()) {
+                if (auto s = carried(writes_[own->second])) stamp = std::max(stamp, *s);
+              }
+            }
+            ok = h.item.deleted || h.pending || (via && *via != 0 && stamp >= *via) ||
                  descends(h.item.title, w.title);
           } else {
             ok = (via && *via == 0) || deleted_ids_.count(w.id);  // its tombstone may be gone
           }
           if (!ok) {
-            anomaly("mark-claims-missing", "node " + nodes_[m].name + " marks " + mark.node +
-                                               " up to seq " + std::to_string(mark.seq) +
-                                               " but lacks its write " + w.title + " of " + w.id);
+            std::string holds = "nothing";
+            if (it != held.end()) {
+              holds = it->second.item.title + " stamp " + std::to_string(it->second.stamp);
+            }
+            anomaly("mark-claims-missing",
+                    "node " + nodes_[m].name + " marks " + mark.node + " up to seq " +
+                        std::to_string(mark.seq) + " but lacks its write " + w.title + " of " +
+                        w.id + " (seq " + std::to_string(w.seq) + ", carried by stamp " +
+                        (via ? std::to_string(*via) : "none") + "); it holds " + holds);
             return;
           }
         }
