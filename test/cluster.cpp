@@ -1,5 +1,7 @@
 #include "cluster.hpp"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -187,7 +189,12 @@ std::string Process::log_tail() const {
 
 CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text,
                   std::chrono::milliseconds deadline) {
-  std::vector<std::string> argv{(bin_dir() / "kvcli").string()};
+  return run_binary("kvcli", args, stdin_text, deadline);
+}
+
+CliResult run_binary(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& stdin_text, std::chrono::milliseconds deadline) {
+  std::vector<std::string> argv{(bin_dir() / binary).string()};
   argv.insert(argv.end(), args.begin(), args.end());
   static int counter = 0;
   const auto log = std::filesystem::temp_directory_path() /
@@ -409,10 +416,11 @@ void Cluster::stop_node(std::size_t i, bool kill9) {
   p.wait();
 }
 
-void Cluster::start_syncer() {
+void Cluster::start_syncer(const std::vector<std::size_t>& only,
+                           const std::vector<std::string>& extra, bool wait_ready) {
   std::vector<std::string> argv{(bin_dir() / "kvsync").string(),
                                 "--nodes",
-                                nodes_arg(),
+                                nodes_arg(only),
                                 "--data",
                                 (dir() / "sync").string(),
                                 "--http-port",
@@ -420,8 +428,9 @@ void Cluster::start_syncer() {
                                 "--log-level",
                                 "debug"};
   argv.insert(argv.end(), extra_syncer_args_.begin(), extra_syncer_args_.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
   syncer_ = std::make_unique<Process>(argv, dir() / "sync.log");
-  const std::string line = syncer_->wait_for_line("kvsync ready");
+  const std::string line = syncer_->wait_for_line(wait_ready ? "kvsync ready" : "kvsync serving");
   const auto colon = line.rfind(':');
   syncer_http_port_ = static_cast<std::uint16_t>(std::stoi(line.substr(colon + 1)));
 }
@@ -431,9 +440,12 @@ void Cluster::stop_syncer(bool kill9) {
   syncer_->wait();
 }
 
-std::string Cluster::nodes_arg() const {
+std::string Cluster::nodes_arg(const std::vector<std::size_t>& only) const {
   std::string s;
-  for (const auto& n : nodes_) s += (s.empty() ? "" : ",") + n.binary;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    if (!only.empty() && std::find(only.begin(), only.end(), i) == only.end()) continue;
+    s += (s.empty() ? "" : ",") + nodes_[i].binary;
+  }
   return s;
 }
 

@@ -58,6 +58,9 @@ struct CliResult {
 // standard output. Fails the test if it does not finish within the deadline.
 CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text = "",
                   std::chrono::milliseconds deadline = 20s);
+// The same for another of our binaries (e.g. "kvsync" for its subcommands).
+CliResult run_binary(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& stdin_text = "", std::chrono::milliseconds deadline = 20s);
 
 // Polls `cond` every few milliseconds until it holds or the deadline passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline = 20s);
@@ -123,10 +126,13 @@ class Cluster {
 
   void start_node(std::size_t i);  // (re)starts node i on its previous ports, if any
   void stop_node(std::size_t i, bool kill9 = false);
-  void start_syncer();
+  // Starts kvsync with every node configured, or only `only` (node indexes), and `extra` flags;
+  // waits for "kvsync ready" unless `wait_ready` is false.
+  void start_syncer(const std::vector<std::size_t>& only = {},
+                    const std::vector<std::string>& extra = {}, bool wait_ready = true);
   void stop_syncer(bool kill9 = false);
 
-  std::string nodes_arg() const;  // "127.0.0.1:p1,127.0.0.1:p2,..."
+  std::string nodes_arg(const std::vector<std::size_t>& only = {}) const;  // "h:p1,h:p2,..."
   NodeInfo& node(std::size_t i) { return nodes_[i]; }
   std::size_t size() const { return nodes_.size(); }
   const std::filesystem::path& dir() const { return dir_.path(); }

@@ -6,6 +6,7 @@
 #include <rocksdb/db.h>
 
 #include <algorithm>
+#include <map>
 
 #include "node/store.hpp"
 #include "node/store_format.hpp"
@@ -33,9 +34,19 @@ StampedChange stamped(std::uint64_t stamp, Item item, std::string origin = "b",
   item.version = stamp;
   return StampedChange{stamp, std::move(origin), origin_seq, std::move(item)};
 }
+// An APPLY that continues from what the store has applied, as the syncer sends it.
+proto::msg::Apply batch(const Store& s, std::uint64_t upto, std::uint64_t synced,
+                        std::vector<StampedChange> changes) {
+  proto::msg::Apply b;
+  b.upto_stamp = upto;
+  b.synced_upto = synced;
+  b.changes = std::move(changes);
+  b.after_stamp = s.status().memory_applied_stamp;
+  return b;
+}
 proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
                           std::vector<StampedChange> changes) {
-  auto r = s.apply(proto::msg::Apply{upto, synced, 0, 0, false, std::move(changes)});
+  auto r = s.apply(batch(s, upto, synced, std::move(changes)));
   if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("apply failed: " << e->message);
   return std::get<proto::msg::Applied>(r);
 }
@@ -61,25 +72,44 @@ BOOST_AUTO_TEST_CASE(the_seed_version_example) {
   BOOST_TEST(s.status().version == 3u);
 }
 
-BOOST_AUTO_TEST_CASE(fetch_returns_the_latest_local_change_of_each_item_in_order) {
+BOOST_AUTO_TEST_CASE(fetch_returns_every_local_change_in_order_with_the_value_it_wrote) {
   test::TempDir dir;
   Store s({dir / "a", "a"});
   ok(s.create("TaskA"));                    // seq 1
   ok(s.create("TaskB"));                    // seq 2
-  ok(s.update(set_completed("1a", true)));  // seq 3 supersedes seq 1
+  ok(s.update(set_completed("1a", true)));  // seq 3
   auto all = s.fetch(0, 100);
   BOOST_TEST(all.seq_high == 3u);
-  BOOST_TEST_REQUIRE(all.changes.size() == 2u);
-  BOOST_TEST(all.changes[0].seq == 2u);
-  BOOST_TEST(all.changes[0].item.id == "2a");
-  BOOST_TEST(all.changes[1].seq == 3u);
-  BOOST_TEST(all.changes[1].item.completed);
-  // A limit stops early, and seq_high tells where to go on from.
+  BOOST_TEST_REQUIRE(all.changes.size() == 3u);
+  BOOST_TEST(all.changes[0].seq == 1u);
+  BOOST_TEST(!all.changes[0].item.completed);  // as it was written then
+  BOOST_TEST(all.changes[1].item.id == "2a");
+  BOOST_TEST(all.changes[2].seq == 3u);
+  BOOST_TEST(all.changes[2].item.completed);
+  // A limit stops early, and seq_high tells where to go on from: it never passes a change
+  // that was not in an answer.
   auto first = s.fetch(0, 1);
   BOOST_TEST(first.changes.size() == 1u);
-  BOOST_TEST(first.seq_high == 2u);
-  BOOST_TEST(s.fetch(first.seq_high, 100).changes.size() == 1u);
+  BOOST_TEST(first.seq_high == 1u);
+  BOOST_TEST(s.fetch(first.seq_high, 100).changes.size() == 2u);
   BOOST_TEST(s.fetch(3, 100).changes.empty());
+  // The change log survives a restart, every entry with its own value.
+  s.flush();
+}
+
+BOOST_AUTO_TEST_CASE(the_change_log_survives_a_restart_with_every_value) {
+  test::TempDir dir;
+  {
+    Store s({dir / "a", "a"});
+    ok(s.create("one"));
+    ok(s.update({"1a", std::nullopt, std::string("two")}));
+  }
+  Store s({dir / "a", "a"});
+  auto all = s.fetch(0, 100);
+  BOOST_TEST_REQUIRE(all.changes.size() == 2u);
+  BOOST_TEST(all.changes[0].item.title == "one");
+  BOOST_TEST(all.changes[1].item.title == "two");
+  BOOST_TEST(s.status().unsynced == 2u);
 }
 
 BOOST_AUTO_TEST_CASE(seed_restamp_overwrites_versions_and_moves_the_counter) {
@@ -90,8 +120,11 @@ BOOST_AUTO_TEST_CASE(seed_restamp_overwrites_versions_and_moves_the_counter) {
   ok(a.create("TaskB"));
   ok(a.update(set_completed("1a", true)));
   // The syncer stamps A's diff with its version 1 and sends it to both nodes.
+  // The syncer keeps each item's latest change of a fetch.
+  std::map<std::string, StampedChange> latest;
+  for (const auto& c : a.fetch(0, 100).changes) latest[c.item.id] = stamped(1, c.item, "a", c.seq);
   std::vector<StampedChange> diff;
-  for (const auto& c : a.fetch(0, 100).changes) diff.push_back(stamped(1, c.item, "a", c.seq));
+  for (auto& [id, c] : latest) diff.push_back(c);
   apply(a, 1, 3, diff);
   apply(b, 1, 0, diff);
   for (Store* s : {&a, &b}) {
@@ -109,15 +142,44 @@ BOOST_AUTO_TEST_CASE(seed_restamp_overwrites_versions_and_moves_the_counter) {
   BOOST_TEST(c.id == "3b");
 }
 
-BOOST_AUTO_TEST_CASE(applying_the_same_batch_twice_changes_nothing) {
+BOOST_AUTO_TEST_CASE(applying_the_same_values_again_changes_nothing) {
   test::TempDir dir;
   Store s({dir / "b", "b"});
   std::vector<StampedChange> diff{stamped(4, Item{"1a", "x", false, false, 0}),
                                   stamped(4, Item{"2a", "y", true, false, 0})};
   BOOST_TEST(apply(s, 4, 0, diff).changed == 2u);
   const auto before = s.list();
-  BOOST_TEST(apply(s, 4, 0, diff).changed == 0u);
+  // The same values in a later batch (a resync): rule R keeps what the node has.
+  BOOST_TEST(apply(s, 5, 0, diff).changed == 0u);
   BOOST_TEST((s.list() == before));
+}
+
+// Issue 10, problem 5: an APPLY that sat in a socket of a syncer that is gone, delivered after
+// another syncer caught the node up (and compacted a delete), used to be applied and bring a
+// deleted item back. A batch names the applied stamp it continues from, and the log it comes
+// from; one that does not continue is refused and changes nothing.
+BOOST_AUTO_TEST_CASE(an_apply_that_does_not_continue_from_the_applied_stamp_is_refused) {
+  test::TempDir dir;
+  Store s({dir / "b", "b"});
+  const auto stale = batch(s, 970, 0, {stamped(970, Item{"359c", "old title", false, false, 0})});
+  auto first = batch(s, 2278, 0, {stamped(2278, Item{"359c", "t", false, true, 0})});
+  first.log_id = 7;
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(first)));
+  auto late = stale;
+  late.log_id = 7;
+  const auto r = s.apply(late);
+  BOOST_TEST_REQUIRE(std::holds_alternative<Error>(r));
+  BOOST_TEST((std::get<Error>(r).code == ErrorCode::kStale));
+  BOOST_TEST((err(s.get("359c")) == ErrorCode::kDeleted));
+  BOOST_TEST(s.status().memory_applied_stamp == 2278u);
+  // From another syncer log, even continuing from the right stamp: refused unless it says the
+  // node is to adopt that log.
+  auto other = batch(s, 2279, 0, {});
+  other.log_id = 8;
+  BOOST_TEST((std::get<Error>(s.apply(other)).code == ErrorCode::kStale));
+  other.adopt = true;
+  BOOST_TEST(std::holds_alternative<proto::msg::Applied>(s.apply(other)));
+  BOOST_TEST(s.status().log_id == 8u);
 }
 
 BOOST_AUTO_TEST_CASE(an_unsynced_local_change_wins_over_an_earlier_stamped_update) {
@@ -200,8 +262,8 @@ BOOST_AUTO_TEST_CASE(everything_survives_a_reopen) {
   Store s({dir / "a", "a"});
   BOOST_TEST((s.status() == before));
   BOOST_TEST((s.list() == items));
-  // 1a's create is in the syncer's log (synced_upto 1); 2a's create and delete coalesce.
-  BOOST_TEST(s.fetch(0, 10).changes.size() == 1u);
+  // 1a's create is in the syncer's log (synced_upto 1); 2a's create and delete are not.
+  BOOST_TEST(s.fetch(0, 10).changes.size() == 2u);
   BOOST_TEST(ok(s.create("three")).id == "6a");  // ids continue past everything seen
 }
 
@@ -284,23 +346,24 @@ BOOST_AUTO_TEST_CASE(session_marks_say_what_the_node_holds_and_go_with_a_full_re
   std::vector<SessionMark> have;
   BOOST_TEST((s.session(want, have) == SessionState::kBehind));  // no marks yet
 
-  proto::msg::Apply batch{1,     0,
-                          0,     0,
-                          false, {stamped(1, Item{"5a", "T", false, false, 0}, "a", 5)},
-                          1,     {{"a", a_incarnation, 5}}};
-  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(batch)));
+  auto with_marks = batch(s, 1, 0, {stamped(1, Item{"5a", "T", false, false, 0}, "a", 5)});
+  with_marks.stamp_high = 1;
+  with_marks.marks = {{"a", a_incarnation, 5}};
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(with_marks)));
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kCaughtUp));
   BOOST_TEST(have.at(0).seq == 5u);
 
   // A full resync forgets the items it will send again, and with them the marks.
-  proto::msg::Apply reset{1, 0, 0, 0, true, {}, 1, {}};
+  auto reset = batch(s, 1, 0, {});
+  reset.reset = true;
   BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(reset)));
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kBehind));
 
   // A lower mark (a node restored from an older copy) is taken as it comes.
-  proto::msg::Apply lower{1, 0, 0, 0, false, {}, 1, {{"a", a_incarnation, 3}}};
+  auto lower = batch(s, 1, 0, {});
+  lower.marks = {{"a", a_incarnation, 3}};
   BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(lower)));
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kBehind));
@@ -371,24 +434,4 @@ BOOST_AUTO_TEST_CASE(a_fetch_never_moves_past_a_durable_change_that_a_pending_on
   const auto got = s.fetch(0, 100);
   BOOST_TEST_REQUIRE(got.changes.size() == 2u);
   BOOST_TEST(got.changes[0].item.title == "older");
-}
-
-// The same with the fetch limit: a cursor that stops inside the span of an item's unsynced
-// changes must not claim (as a session mark) the older ones, which the log does not hold.
-BOOST_AUTO_TEST_CASE(a_limited_fetch_marks_only_changes_the_log_holds) {
-  test::TempDir dir;
-  Store s(manual(dir));
-  ok(s.create("one"));                                           // 1a, seq 1
-  ok(s.create("two"));                                           // 2a, seq 2
-  ok(s.update({"1a", std::nullopt, std::string("one again")}));  // seq 3 replaces seq 1
-  while (s.commit_next(10)) {
-  }
-  const auto got = s.fetch(0, 1);  // 2a only
-  BOOST_TEST_REQUIRE(got.changes.size() == 1u);
-  BOOST_TEST(got.changes[0].item.id == "2a");
-  BOOST_TEST(got.seq_high == 2u);
-  BOOST_TEST(got.safe_mark == 0u, "1a's change at seq 1 is not in this answer");
-  const auto rest = s.fetch(2, 10);
-  BOOST_TEST_REQUIRE(rest.changes.size() == 1u);
-  BOOST_TEST(rest.safe_mark == 3u);
 }

@@ -29,10 +29,12 @@ std::ostream& operator<<(std::ostream& os, const Item& item);
 struct Change {
   std::uint64_t seq = 0;
   Item item;
-  // The stamp of the value the change was made on (0: the node never held a stamped value of
-  // the item, as for a create). A change made on a stamped value of an item the syncer's log no
-  // longer holds was made on an item whose delete is compacted away (docs/sync.md).
+  // What the change was made on: the stamp of the item's stamped value (0: none), and the
+  // sequence number of the node's own earlier change of it (0: none, as for a create). A change
+  // made on a value the syncer's log held, of an item the log no longer holds, was made on an
+  // item whose delete is compacted away (docs/sync.md, "Compaction").
   std::uint64_t base_stamp = 0;
+  std::uint64_t base_seq = 0;
 
   friend bool operator==(const Change&, const Change&) = default;
 };
@@ -87,10 +89,13 @@ struct NodeStatus {
 };
 
 // The total order that decides between two stamped values of one item (docs/sync.md, rule R):
-// a delete beats any update; otherwise the higher stamp wins.
+// a delete beats any update, and stays: between two deletes the first stamped stands (so that
+// an item's tombstone never moves, and every node that holds a change lost to it gets it in the
+// same batch that tells it the change is settled); between two updates the higher stamp wins.
 inline bool stamped_beats(bool a_deleted, std::uint64_t a_stamp, bool b_deleted,
                           std::uint64_t b_stamp) {
   if (a_deleted != b_deleted) return a_deleted;
+  if (a_deleted) return a_stamp < b_stamp;
   return a_stamp > b_stamp;
 }
 

@@ -237,6 +237,7 @@ void write_payload(Writer& w, const msg::Apply& m) {
   write_marks(w, m.marks);
   w.varint(m.after_stamp);
   w.varint(m.log_id);
+  w.varint(m.incarnation);
 }
 void write_payload(Writer& w, const msg::Pong&) {}
 void write_payload(Writer& w, const msg::StatusReply& m) {
@@ -277,13 +278,14 @@ void write_payload(Writer& w, const msg::Changes& m) {
     w.varint(c.seq);
     w.item(c.item);
     w.varint(c.base_stamp);
+    w.varint(c.base_seq);
   }
-  w.varint(m.safe_mark);
 }
 void write_payload(Writer& w, const msg::Applied& m) {
   w.varint(m.applied_stamp);
   w.varint(m.synced_upto);
   w.varint(m.changed);
+  w.varint(m.incarnation);
 }
 void write_payload(Writer& w, const msg::Error& m) {
   w.u16(static_cast<std::uint16_t>(m.code));
@@ -294,7 +296,7 @@ void write_payload(Writer& w, const msg::Error& m) {
 // smallest encoding of one element, and space is reserved for a bounded number up front, so a
 // frame cannot make us allocate far beyond its own size.
 constexpr std::size_t kMinItemBytes = 4;                     // empty id and title, flags, version
-constexpr std::size_t kMinChangeBytes = 2 + kMinItemBytes;   // seq, item, base stamp
+constexpr std::size_t kMinChangeBytes = 3 + kMinItemBytes;   // seq, item, base stamp, seq
 constexpr std::size_t kMinStampedBytes = 3 + kMinItemBytes;  // stamp, origin, seq, item
 constexpr std::uint64_t kMaxReserve = 1024;
 bool plausible_count(std::uint64_t n, std::size_t payload_size, std::size_t min_element) {
@@ -387,6 +389,7 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       if (!read_marks(r, m.marks)) return std::nullopt;
       m.after_stamp = r.varint();
       m.log_id = r.varint();
+      m.incarnation = r.varint();
       return m;
     }
     default:
@@ -459,9 +462,9 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
         c.seq = r.varint();
         c.item = r.item();
         c.base_stamp = r.varint();
+        c.base_seq = r.varint();
         m.changes.push_back(std::move(c));
       }
-      m.safe_mark = r.varint();
       return m;
     }
     case MsgType::kApply: {
@@ -469,6 +472,7 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       m.applied_stamp = r.varint();
       m.synced_upto = r.varint();
       m.changed = r.varint();
+      m.incarnation = r.varint();
       return m;
     }
     default:

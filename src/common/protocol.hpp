@@ -205,6 +205,9 @@ struct Apply {
   std::vector<SessionMark> marks;
   std::uint64_t after_stamp = 0;
   std::uint64_t log_id = 0;  // the syncer log that stamped these changes
+  // The node's incarnation the syncer means (0: any): a batch for another life of its data
+  // directory (a rebirth that already happened, delivered again) is refused (kStale).
+  std::uint64_t incarnation = 0;
   bool rebirth = false;
   bool adopt = false;  // the node takes this log as its own (after the log was rebuilt)
 };
@@ -226,18 +229,16 @@ struct ItemsReply {
   std::string next;  // pass as List::after for the next page; empty when this was the last
 };
 struct Changes {
-  // The syncer's next cursor: every durable local change up to here is in `changes` (or an
-  // earlier answer), or was replaced by a later change of its item.
+  // The syncer's next cursor: every durable local change up to here is in `changes` or an
+  // earlier answer.
   std::uint64_t seq_high = 0;
   std::vector<Change> changes;
-  // Every local change up to here is in the syncer's log once these are: seq_high, less any
-  // change whose replacement is not in `changes` yet (a session mark may say this much).
-  std::uint64_t safe_mark = 0;
 };
 struct Applied {
   std::uint64_t applied_stamp = 0;
   std::uint64_t synced_upto = 0;
-  std::uint64_t changed = 0;  // how many items the batch changed
+  std::uint64_t changed = 0;      // how many items the batch changed
+  std::uint64_t incarnation = 0;  // the node's, after the batch (a rebirth gives it a new one)
 };
 struct Waited {
   bool caught_up = false;

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 
 #include <iostream>
@@ -189,6 +190,18 @@ int main(int argc, char** argv) {
         kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name, secret),
                        http_limits, binary_options.tls),
         on_done);
+
+    // A store that failed a write and could not reopen (a full disk) retries on its own.
+    asio::steady_timer ticker(io);
+    std::function<void()> tick = [&] {
+      ticker.expires_after(std::chrono::seconds(1));
+      ticker.async_wait([&](const boost::system::error_code& ec) {
+        if (ec) return;
+        store.tick();
+        tick();
+      });
+    };
+    tick();
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {

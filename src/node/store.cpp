@@ -32,43 +32,25 @@ struct Store::Impl {
     bool operator()(std::string_view a, std::string_view b) const { return item_id_less(a, b); }
   };
   std::map<std::string, Record, IdLess> items;
-  // Local changes not yet known to be in the syncer's log: seq -> item id. Only the latest local
-  // change of an item is kept (older ones are superseded and would fetch the same value).
-  std::map<std::uint64_t, std::string> changelog;
-  // The same change log as the disk has it, which is what FETCH offers: a change enters once its
-  // batch is durable, with the value it wrote, and leaves once the batch that replaced or
-  // settled it is durable. (Offering memory's log instead let a fetch skip an item's durable
-  // change that a newer, not yet durable change had replaced: issue 10, problem 1.)
-  struct Offered {
-    std::string id;
-    Item value;
-    std::uint64_t first_seq = 0;   // the oldest change of the item not in the syncer's log
-    std::uint64_t base_stamp = 0;  // the stamp of the value the change was made on
-  };
-  std::map<std::uint64_t, Offered> durable_log;
-  // (first_seq, seq) of durable_log's entries that replaced older changes (first_seq < seq).
-  std::set<std::pair<std::uint64_t, std::uint64_t>> straddlers;
-  // Edits of the change log in batches not yet durable, by ticket: add `put` at `seq`, or drop.
-  struct LogEdit {
-    std::uint64_t seq = 0;
-    std::optional<Offered> put;
-    std::string settled;  // the item, when an APPLY drops it (in `settling` until durable)
-  };
-  std::deque<std::pair<std::uint64_t, std::vector<LogEdit>>> pending_log_edits;
-  // Items whose changes an APPLY being committed settles (a stamped delete overruled them, or
-  // the log holds them): FETCH no longer offers their durable changes. Offered anyway, a change
-  // of an item whose delete is being committed could reach the syncer after that delete was
-  // compacted, and bring the item back (found by the simulator, seeds 59 and 653).
-  std::multiset<std::string> settling;
-  void offer(std::uint64_t seq, Offered o) {
-    if (o.first_seq < seq) straddlers.emplace(o.first_seq, seq);
-    durable_log[seq] = std::move(o);
+  // Every local change the syncer's log does not hold yet, by sequence number, with the value
+  // it wrote. An item's newer change does not replace its older one here: the syncer's cursor
+  // then only ever passes changes it fetched, so a crash that loses a newer change cannot leave
+  // an older, durable one behind the cursor (issue 10, problem 1), and a copy of the data
+  // directory holds no change behind the cursor that the log lacks. FETCH offers the durable
+  // ones.
+  std::map<std::uint64_t, ChangeEntry> changelog;
+  std::map<std::string, std::set<std::uint64_t>, std::less<>> changes_of;  // id -> its entries
+  void log_change(std::uint64_t seq, ChangeEntry e) {
+    changes_of[e.value.id].insert(seq);
+    changelog.emplace(seq, std::move(e));
   }
-  void withdraw(std::uint64_t seq) {
-    auto it = durable_log.find(seq);
-    if (it == durable_log.end()) return;
-    straddlers.erase({it->second.first_seq, seq});
-    durable_log.erase(it);
+  void unlog_change(std::uint64_t seq) {
+    auto it = changelog.find(seq);
+    if (it == changelog.end()) return;
+    auto of = changes_of.find(it->second.value.id);
+    of->second.erase(seq);
+    if (of->second.empty()) changes_of.erase(of);
+    changelog.erase(it);
   }
   // Deleted items by (stamp, id): compaction drops them in stamp order.
   std::set<std::pair<std::uint64_t, std::string>> tombstones;
@@ -110,6 +92,14 @@ struct Store::Impl {
   std::uint64_t submitted = 0;           // the last ticket handed out
   std::uint64_t completed = 0;           // every ticket up to here is durable or failed
   std::uint64_t durable_seq = 0;         // local changes up to here are durable
+  // What STATUS reports: the applied stamp and synced_upto as durable, and those of batches
+  // not durable yet, by ticket. (Compaction must only count stamps a crash cannot undo.)
+  struct Settled {
+    std::uint64_t applied_stamp = 0;
+    std::uint64_t synced_upto = 0;
+  };
+  Settled durable;
+  std::deque<std::pair<std::uint64_t, Settled>> pending_settled;
   std::deque<std::pair<std::uint64_t, std::uint64_t>> seq_by_ticket;  // not yet durable
   std::deque<std::pair<std::uint64_t, StoreEvent>> pending_events;    // not yet durable
   std::deque<std::pair<std::uint64_t, std::uint64_t>> failed_ranges;  // recent failed tickets
@@ -122,14 +112,16 @@ struct Store::Impl {
   void reset_memory() {
     items.clear();
     changelog.clear();
+    changes_of.clear();
     tombstones.clear();
-    durable_log.clear();
-    straddlers.clear();
-    pending_log_edits.clear();
-    settling.clear();
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
   std::uint64_t submit(storage::Batch& batch);
+  std::uint64_t random() const {
+    if (options.seams.random) return options.seams.random();
+    std::random_device rd;
+    return (std::uint64_t{rd()} << 32) | rd();
+  }
   std::chrono::steady_clock::time_point now() const {
     return options.seams.now ? options.seams.now() : std::chrono::steady_clock::now();
   }
@@ -200,25 +192,31 @@ void Store::Impl::load() {
     return true;
   });
   if (st.ok()) {
-    st = db->scan(kChangePrefix, [&](std::string_view key, std::string_view id_bytes) {
-      if (key.size() != 9) {
-        throw StoreError("data directory " + options.dir.string() + ": change-log key is corrupt");
-      }
+    st = db->scan(kChangePrefix, [&](std::string_view key, std::string_view bytes) {
+      const auto bad = [&](std::uint64_t seq) {
+        return StoreError("data directory " + options.dir.string() + ": change-log entry " +
+                          std::to_string(seq) + " is corrupt or does not match its item");
+      };
+      if (key.size() != 9) throw bad(0);
       const std::uint64_t seq = read_be64(key.substr(1));
-      const std::string id(id_bytes);
-      auto found = items.find(id);
-      if (found == items.end() || found->second.local_seq != seq || seq > meta.seq) {
-        throw StoreError("data directory " + options.dir.string() + ": change-log entry " +
-                         std::to_string(seq) + " does not match item '" + id + "'");
+      auto e = decode_change(bytes);
+      if (!e || seq > meta.seq) throw bad(seq);
+      auto found = items.find(e->value.id);
+      if (found == items.end() || found->second.local_seq < seq) throw bad(seq);
+      if (e->format_1) {
+        // Format 1 kept an item's latest change only, and its value in the item record.
+        if (found->second.local_seq != seq) throw bad(seq);
+        e->value = visible(e->value.id, found->second);
+        e->base_stamp = found->second.stamp;
+        e->base_seq = 0;  // unknown: format 1 kept no history
       }
-      changelog.emplace(seq, id);
-      offer(seq,
-            Offered{id, visible(id, found->second), found->second.first_seq, found->second.stamp});
+      log_change(seq, std::move(*e));
       return true;
     });
   }
   if (!st.ok()) throw StoreError("data directory " + options.dir.string() + ": " + st.ToString());
   durable_seq = meta.seq;
+  durable = Settled{meta.applied_stamp, meta.synced_upto};
 }
 
 std::uint64_t Store::Impl::submit(storage::Batch& batch) {
@@ -239,16 +237,9 @@ void Store::Impl::process(const CommitResult& r) {
       durable_seq = std::max(durable_seq, seq_by_ticket.front().second);
       seq_by_ticket.pop_front();
     }
-    while (!pending_log_edits.empty() && pending_log_edits.front().first <= r.last) {
-      for (auto& e : pending_log_edits.front().second) {
-        if (e.put) {
-          offer(e.seq, std::move(*e.put));
-        } else {
-          withdraw(e.seq);
-          if (!e.settled.empty()) settling.erase(settling.find(e.settled));
-        }
-      }
-      pending_log_edits.pop_front();
+    while (!pending_settled.empty() && pending_settled.front().first <= r.last) {
+      durable = pending_settled.front().second;
+      pending_settled.pop_front();
     }
     while (!pending_events.empty() && pending_events.front().first <= r.last) {
       notify(pending_events.front().second);
@@ -265,8 +256,7 @@ void Store::Impl::process(const CommitResult& r) {
   completed = std::max(completed, submitted);
   seq_by_ticket.clear();
   pending_events.clear();
-  pending_log_edits.clear();
-  settling.clear();
+  pending_settled.clear();
   recover();
 }
 
@@ -276,6 +266,9 @@ void Store::Impl::recover() {
   // rare. Until it succeeds the node refuses writes (see degraded_error()).
   last_recovery = now();
   marks.clear();  // they may describe an APPLY that never reached the disk
+  // So may the id floor that lifted the write fence: raise it again until the syncer's next
+  // APPLY (found by kvsim: a wiped node whose first APPLY failed to commit reused an id).
+  fenced = options.await_syncer;
   try {
     db.reset();
     db = disk->open(options.dir).engine;
@@ -285,6 +278,14 @@ void Store::Impl::recover() {
   } catch (const std::exception& e) {
     degraded = true;
     last_error = e.what();
+    // Still serve what the disk holds, and only that: a read-only open writes nothing, so it
+    // works on a full disk, and memory drops the changes that failed.
+    try {
+      db = disk->open(options.dir, /*read_only=*/true).engine;
+      load();
+    } catch (const std::exception&) {
+      db.reset();
+    }
   }
 }
 
@@ -306,12 +307,7 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->db = std::move(opened.engine);
   if (opened.created) {
     impl_->meta.name = impl_->options.name;
-    if (seams.random) {
-      impl_->meta.incarnation = seams.random();
-    } else {
-      std::random_device rd;
-      impl_->meta.incarnation = (std::uint64_t{rd()} << 32) | rd();
-    }
+    impl_->meta.incarnation = impl_->random();
     storage::Batch batch;
     batch.Put(kMetaKey, encode_meta(impl_->meta));
     const auto s = impl_->db->write(batch, true);
@@ -399,30 +395,19 @@ void Store::set_observer(std::function<void(const StoreEvent&)> observer) {
 
 Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const char* op) {
   rec.version = ++meta.version;
-  const std::uint64_t old_seq = rec.local_seq;
+  const std::uint64_t base_seq = rec.local_seq;
   rec.local_seq = ++meta.seq;
   const std::uint64_t seq = rec.local_seq;
-  // The ticket submit() hands out next; queued before submit(), since inline commits complete
-  // inside it.
-  const std::uint64_t ticket = submitted + 1;
-  std::vector<LogEdit> edits;
-  storage::Batch batch;
-  if (old_seq > meta.synced_upto) {
-    // It replaces the item's previous change, which the syncer's log does not hold yet.
-    batch.Delete(change_key(old_seq));
-    changelog.erase(old_seq);
-    edits.push_back(LogEdit{old_seq, std::nullopt});
-  } else {
-    rec.first_seq = seq;
-  }
-  batch.Put(item_key(id), encode_record(rec));
-  batch.Put(change_key(seq), id);
-  changelog.emplace(seq, id);
   Item item = visible(id, rec);
-  edits.push_back(LogEdit{seq, Offered{id, item, rec.first_seq, rec.stamp}});
+  ChangeEntry entry{item, rec.stamp, base_seq};
+  storage::Batch batch;
+  batch.Put(item_key(id), encode_record(rec));
+  batch.Put(change_key(seq), encode_change(entry));
+  log_change(seq, std::move(entry));
   put(id, std::move(rec));
+  // Queued before submit(): inline commits complete inside it.
+  const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
   seq_by_ticket.emplace_back(ticket, seq);
-  pending_log_edits.emplace_back(ticket, std::move(edits));
   pending_events.emplace_back(ticket,
                               StoreEvent{StoreEvent::Kind::kLocal, op, item, seq, 0, meta.name});
   submit(batch);
@@ -509,29 +494,19 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
   const auto& im = *impl_;
   proto::msg::Changes out;
   limit = std::clamp<std::uint64_t>(limit, 1, proto::kMaxFetchLimit);
-  // Only durable changes, each with the value it wrote: a change the node could still lose in a
-  // crash must never be stamped, and a durable one must not be skipped because a change that
-  // is not durable yet replaced it in memory.
+  // Only durable changes: a change the node could still lose in a crash must never be stamped,
+  // or its sequence number could be reused for another change after the restart.
   out.seq_high = std::max(after_seq, im.durable_seq);
   std::size_t bytes = 0;
-  for (auto it = im.durable_log.upper_bound(after_seq); it != im.durable_log.end(); ++it) {
-    if (im.settling.count(it->second.id)) continue;
+  for (auto it = im.changelog.upper_bound(after_seq);
+       it != im.changelog.end() && it->first <= im.durable_seq; ++it) {
     if (out.changes.size() == limit || bytes >= proto::kBatchBytes) {
       out.seq_high = out.changes.back().seq;
       break;
     }
-    out.changes.push_back(Change{it->first, it->second.value, it->second.base_stamp});
+    out.changes.push_back(
+        Change{it->first, it->second.value, it->second.base_stamp, it->second.base_seq});
     bytes += encoded_size(out.changes.back().item);
-  }
-  // A session mark may not claim a change whose replacement is still to be fetched. (It may
-  // claim less than it could, when the replaced change was fetched before: that only makes a
-  // session wait for the replacement.)
-  out.safe_mark = out.seq_high;
-  for (const auto& [first, seq] : im.straddlers) {
-    if (seq > out.seq_high) {
-      out.safe_mark = std::min(out.safe_mark, first - 1);
-      break;
-    }
   }
   return out;
 }
@@ -552,14 +527,45 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
                    "stamped change for '" + c.item.id + "' is invalid"};
     }
   }
+  // A batch continues the node's applied stamps from this very syncer log: one that does not
+  // was sent by a syncer that is gone (it sat in a socket while another caught the node up), or
+  // comes from another log, and applying it could bring back what was deleted since (issue
+  // 10, problem 5).
+  if (im.meta.log_id != 0 && batch.log_id != im.meta.log_id && !batch.adopt) {
+    return Error{ErrorCode::kStale, "this APPLY comes from another syncer log than the one node " +
+                                        im.meta.name + " follows; refused"};
+  }
+  if (batch.incarnation != 0 && batch.incarnation != im.meta.incarnation) {
+    return Error{ErrorCode::kStale, "this APPLY is for another life of node " + im.meta.name +
+                                        "'s data directory (incarnation " +
+                                        std::to_string(batch.incarnation) + "); refused"};
+  }
+  if (batch.after_stamp != im.meta.applied_stamp) {
+    return Error{ErrorCode::kStale,
+                 "this APPLY continues from stamp " + std::to_string(batch.after_stamp) +
+                     " but node " + im.meta.name + " has applied up to " +
+                     std::to_string(im.meta.applied_stamp) +
+                     "; it comes from a syncer that is gone or arrived late; refused"};
+  }
   Meta next = im.meta;
+  if (batch.log_id != 0) next.log_id = batch.log_id;
+  next.purged_upto = std::max(next.purged_upto, batch.purge_upto);
   storage::Batch wb;
+  if (batch.rebirth) {
+    // This data directory is an older copy of the node: the syncer's cursor is past its
+    // sequence, so the changes it holds are in the log (or older than what is there), and new
+    // ones would reuse sequence numbers the cursor already passed. It takes a new life: a new
+    // incarnation, every change it holds counted as synced, and (with reset) everything again
+    // from the log (issue 10, problem 3).
+    next.incarnation = im.random();
+    next.synced_upto = next.seq;
+  }
   if (batch.reset) {
     // What this node held of other nodes' changes goes with the items: no marks until the
     // resync's last batch brings new ones.
     im.marks.clear();
     // A full resync: forget what the syncer will send again, keep pending local changes.
-    const std::uint64_t y = std::max(im.meta.synced_upto, batch.synced_upto);
+    const std::uint64_t y = std::max(next.synced_upto, batch.synced_upto);
     std::vector<std::string> forget;
     for (const auto& [id, rec] : im.items) {
       if (rec.local_seq <= y) forget.push_back(id);
@@ -588,9 +594,12 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     if (rec) {
       const bool pending = rec->local_seq > next.synced_upto;
       if (pending) {
-        // The node's own change is not yet in the syncer's log: it will be stamped later and win,
-        // unless this is a delete, which beats any update (rule R).
-        if (!(c.item.deleted && !rec->deleted)) continue;
+        // The node's own changes are not yet in the syncer's log: they will be stamped later and
+        // win, unless this is a delete, which beats any update (rule R). A stamped delete
+        // settles them all, a local delete among them too: an update the node made before its
+        // own delete, fetched after this delete's tombstone was compacted, would otherwise bring
+        // the item back (found by kvsim, seed 530).
+        if (!c.item.deleted) continue;
       } else if (!stamped_beats(c.item.deleted, c.stamp, rec->deleted, rec->stamp)) {
         continue;  // an older or equal value: applying it again changes nothing
       }
@@ -619,18 +628,16 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   }
   for (const auto& [id, r] : changed) {
     auto it = im.items.find(id);
-    if (it != im.items.end() && it->second.local_seq > next.synced_upto &&
-        im.changelog.count(it->second.local_seq)) {
-      drop.push_back(it->second.local_seq);
+    if (it == im.items.end() || it->second.local_seq <= next.synced_upto) continue;
+    if (auto of = im.changes_of.find(id); of != im.changes_of.end()) {
+      for (auto seq : of->second) {
+        if (seq > next.synced_upto) drop.push_back(seq);
+      }
     }
   }
-  std::vector<Impl::LogEdit> edits;
   for (auto seq : drop) {
     wb.Delete(change_key(seq));
-    auto id = std::move(im.changelog.at(seq));
-    im.changelog.erase(seq);
-    im.settling.insert(id);
-    edits.push_back(Impl::LogEdit{seq, std::nullopt, std::move(id)});
+    im.unlog_change(seq);
   }
   for (auto& [id, r] : changed) {
     wb.Put(item_key(id), encode_record(r));
@@ -651,14 +658,15 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   im.fenced = false;                              // ids above id_floor are free
   const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
   for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
-  if (!edits.empty()) im.pending_log_edits.emplace_back(ticket, std::move(edits));
+  im.pending_settled.emplace_back(ticket, Impl::Settled{next.applied_stamp, next.synced_upto});
   im.submit(wb);
   if (im.failed(ticket)) return im.storage_error();
   im.syncer_stamp = std::max(im.syncer_stamp, std::max(batch.stamp_high, batch.upto_stamp));
   // Taken as given, lower ones too: the syncer sends marks only with a batch that brings the
   // node up to its latest stamp, and a cursor moved back (a restored node) must move them back.
   for (const auto& m : batch.marks) im.marks[m.node] = m;
-  return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size()};
+  return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size(),
+                             next.incarnation};
 }
 
 SessionState Store::session(const std::vector<SessionMark>& want,
@@ -718,6 +726,10 @@ bool Store::degraded() const {
   return impl_->degraded;
 }
 
+void Store::tick() {
+  impl_->degraded_error();
+}
+
 NodeStatus Store::status() const {
   const auto& m = impl_->meta;
   NodeStatus s;
@@ -725,8 +737,12 @@ NodeStatus Store::status() const {
   s.incarnation = m.incarnation;
   s.version = m.version;
   s.seq = m.seq;
-  s.applied_stamp = m.applied_stamp;
-  s.synced_upto = m.synced_upto;
+  s.applied_stamp = impl_->durable.applied_stamp;
+  s.synced_upto = impl_->durable.synced_upto;
+  s.memory_applied_stamp = m.applied_stamp;
+  s.max_id_number = m.max_id_number;
+  s.log_id = m.log_id;
+  s.purged_upto = m.purged_upto;
   s.items = impl_->items.size() - impl_->tombstones.size();
   s.tombstones = impl_->tombstones.size();
   s.unsynced = impl_->changelog.size();

@@ -114,6 +114,9 @@ class Store {
   SessionState session(const std::vector<SessionMark>& want, std::vector<SessionMark>& have) const;
   // True while the database cannot be written (a failed write it has not recovered from).
   bool degraded() const;
+  // Call now and then (kvnode: every second, on the store's thread): a degraded store tries to
+  // recover (reopen and reload) at most once a second, even when no write comes to make it.
+  void tick();
 
   // Called for every change once it is durable, in commit order, on the thread that calls
   // poll_commits() (or inside the change's call when commits are inline).

@@ -62,7 +62,6 @@ std::string encode_record(const Record& rec) {
   w.str(rec.origin);
   w.varint(rec.origin_seq);
   w.str(rec.title);
-  w.varint(rec.first_seq);
   return out;
 }
 
@@ -81,9 +80,36 @@ std::optional<Record> decode_record(std::string_view bytes) {
   rec.origin = r.str(proto::kMaxNameBytes);
   rec.origin_seq = r.varint();
   rec.title = r.str(proto::kMaxTitleBytes);
-  rec.first_seq = format >= 2 ? r.varint() : rec.local_seq;
-  if (!r.done() || rec.first_seq > rec.local_seq) return std::nullopt;
+  if (!r.done()) return std::nullopt;
   return rec;
+}
+
+std::string encode_change(const ChangeEntry& e) {
+  std::string out;
+  proto::Writer w(out);
+  w.u8(kFormatVersion);
+  w.item(e.value);
+  w.varint(e.base_stamp);
+  w.varint(e.base_seq);
+  return out;
+}
+
+std::optional<ChangeEntry> decode_change(std::string_view bytes) {
+  ChangeEntry e;
+  if (!bytes.empty() && bytes[0] >= '0' && bytes[0] <= '9') {
+    // Format 1: the item id alone.
+    if (!item_id_number(bytes)) return std::nullopt;
+    e.value.id = std::string(bytes);
+    e.format_1 = true;
+    return e;
+  }
+  proto::Reader r(bytes_of(bytes));
+  if (r.u8() != kFormatVersion) return std::nullopt;
+  e.value = r.item();
+  e.base_stamp = r.varint();
+  e.base_seq = r.varint();
+  if (!r.done() || !item_id_number(e.value.id)) return std::nullopt;
+  return e;
 }
 
 std::string item_key(std::string_view id) {

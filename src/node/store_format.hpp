@@ -7,15 +7,16 @@
 #include <string>
 #include <string_view>
 
+#include "common/item.hpp"
+
 namespace kv::node {
 
 // Keys in the node's RocksDB database.
 inline constexpr std::string_view kMetaKey = "m";       // the Meta record
 inline constexpr std::string_view kItemPrefix = "i";    // "i" + be64(number) + name -> Record
-inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> item id
+inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> ChangeEntry
 
-// Records are written in format 2; format 1 (before first_seq, log_id and purged_upto) is still
-// read, with those fields taken as their format-1 meaning (docs/storage.md).
+// Records are written in format 2; format 1 is still read (docs/storage.md).
 inline constexpr std::uint8_t kFormatVersion = 2;
 
 // Store-wide counters, rewritten in every commit.
@@ -35,8 +36,7 @@ struct Meta {
 
 // One item as stored. `version` is what users see; `stamp` is the stamp of the last value the
 // syncer delivered (0 if none) and decides conflicts; `local_seq` is the sequence number of the
-// item's latest local change (0 if none), and `first_seq` that of the oldest local change it
-// replaced that the syncer's log did not hold yet (== local_seq when it replaced none).
+// item's latest local change (0 if none).
 struct Record {
   std::string title;
   bool completed = false;
@@ -44,17 +44,31 @@ struct Record {
   std::uint64_t version = 0;
   std::uint64_t stamp = 0;
   std::uint64_t local_seq = 0;
-  std::uint64_t first_seq = 0;
   std::string origin;
   std::uint64_t origin_seq = 0;
 
   friend bool operator==(const Record&, const Record&) = default;
 };
 
+// A local change in the change log: the value it wrote, and the stamp of the value it was made
+// on (Change::base_stamp, base_seq). Format 2: u8 2, item, varint base_stamp, varint base_seq.
+// Format 1 held the item id alone (the value was the item's, whose latest change it was):
+// `format_1` says so, and only value.id is set.
+struct ChangeEntry {
+  Item value;
+  std::uint64_t base_stamp = 0;
+  std::uint64_t base_seq = 0;
+  bool format_1 = false;
+  friend bool operator==(const ChangeEntry&, const ChangeEntry&) = default;
+};
+
 std::string encode_meta(const Meta& m);
 std::optional<Meta> decode_meta(std::string_view bytes);
 std::string encode_record(const Record& r);
 std::optional<Record> decode_record(std::string_view bytes);
+
+std::string encode_change(const ChangeEntry& e);
+std::optional<ChangeEntry> decode_change(std::string_view bytes);
 
 std::string item_key(std::string_view id);  // `id` must have the shape item_id_number takes
 std::optional<std::string> item_id_from_key(std::string_view key);

@@ -46,11 +46,12 @@ struct Opened {
 };
 
 // Where databases live. open() throws StoreError, naming the directory, on corruption or I/O
-// errors.
+// errors. `read_only` opens an existing database without writing anything (it works on a full
+// disk); its writes fail.
 class Disk {
  public:
   virtual ~Disk() = default;
-  virtual Opened open(const std::filesystem::path& dir) = 0;
+  virtual Opened open(const std::filesystem::path& dir, bool read_only = false) = 0;
 };
 
 // RocksDB on the real file system.

@@ -66,9 +66,20 @@ class RocksEngine : public Engine {
 
 class RocksDisk : public Disk {
  public:
-  Opened open(const std::filesystem::path& dir) override {
+  Opened open(const std::filesystem::path& dir, bool read_only) override {
     std::error_code ec;
     const bool existed = std::filesystem::exists(dir / "CURRENT", ec);
+    if (read_only) {
+      if (!existed) throw StoreError("data directory " + dir.string() + " holds no database");
+      rocksdb::Options options;
+      options.info_log = std::make_shared<ForwardingLogger>();
+      rocksdb::DB* raw = nullptr;
+      const rocksdb::Status s = rocksdb::DB::OpenForReadOnly(options, dir.string(), &raw);
+      if (!s.ok()) {
+        throw StoreError("data directory " + dir.string() + " cannot be read: " + s.ToString());
+      }
+      return Opened{std::make_unique<RocksEngine>(std::unique_ptr<rocksdb::DB>(raw)), false};
+    }
     std::filesystem::create_directories(dir, ec);
     if (ec) throw StoreError("cannot create data directory " + dir.string() + ": " + ec.message());
 

@@ -18,12 +18,58 @@
 #include "common/tls.hpp"
 #include "common/web_server.hpp"
 #include "sync/http_api.hpp"
+#include "sync/sync_log.hpp"
 #include "sync/syncer.hpp"
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;
 
+namespace {
+// `kvsync forget-node NAME --data DIR`: the operator says a node is gone for good, or that its
+// data directory was wiped or replaced (docs/sync.md, "Removing a node"). kvsync must be
+// stopped (the log's directory is locked while it runs).
+int forget_node(int argc, char** argv) {
+  std::string name, data;
+  po::options_description opts(
+      "kvsync forget-node: the syncer's log forgets a node\n\n"
+      "Usage: kvsync forget-node NAME --data DIR   (with kvsync stopped)\n\n"
+      "Do this for a node removed from --nodes for good (it no longer holds back compaction),\n"
+      "or whose data directory was wiped or replaced (the log then takes its new one). If the\n"
+      "node comes back, it is resynced from scratch.\n\nOptions");
+  opts.add_options()("help,h", "show this help")(
+      "name", po::value(&name)->required(), "the node's name")("data", po::value(&data)->required(),
+                                                               "the syncer's data directory");
+  po::positional_options_description pos;
+  pos.add("name", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(opts).positional(pos).run(), vm);
+    if (vm.count("help")) {
+      std::cout << opts << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "kvsync forget-node: " << e.what() << "\nTry 'kvsync forget-node --help'.\n";
+    return 2;
+  }
+  try {
+    kv::sync::SyncLog log({data, true});
+    if (!log.forget(name)) {
+      std::cout << "the log in " << data << " does not know a node named " << name << "\n";
+      return 1;
+    }
+    std::cout << "forgot node " << name << ": if it comes back, it is resynced from scratch\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "kvsync forget-node: " << e.what() << "\n";
+    return 1;
+  }
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "forget-node") return forget_node(argc, argv);
   std::string nodes, data, host, level, log_format, durability, secret_file, tls_cert, tls_key,
       tls_ca;
   std::shared_ptr<kv::tls::Context> http_tls;
@@ -31,7 +77,8 @@ int main(int argc, char** argv) {
   kv::sync::SyncerOptions options;
   po::options_description opts(
       "kvsync: the kvstore sync daemon\n\n"
-      "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR [--http-port 7100]\n\n"
+      "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR [--http-port 7100]\n"
+      "       kvsync forget-node NAME --data DIR\n\n"
       "Serves the viewer page at http://HOST:HTTP-PORT/ and /metrics, /healthz.\n\nOptions");
   // clang-format off
   opts.add_options()
@@ -39,6 +86,10 @@ int main(int argc, char** argv) {
     ("nodes", po::value(&nodes)->default_value("127.0.0.1:7001,127.0.0.1:7002"),
      "comma-separated binary-protocol addresses of the nodes (any number)")
     ("data", po::value(&data)->required(), "the syncer's data directory (its log)")
+    ("forget-node", po::value(&options.forget)->composing(),
+     "forget this node first (repeatable): it was removed for good, or its data directory was "
+     "wiped; if it comes back it is resynced from scratch. Also: kvsync forget-node NAME --data "
+     "DIR")
     ("durability", po::value(&durability)->default_value("sync"),
      "sync: fsync each stamp before fanning it out; async: leave it to the OS")
     ("fetch-limit", po::value(&options.fetch_limit)->default_value(1000),

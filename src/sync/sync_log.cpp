@@ -1,47 +1,49 @@
 #include "sync/sync_log.hpp"
 
 #include <map>
+#include <random>
 #include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
 
+#include "common/bytes.hpp"
 #include "storage/engine.hpp"
-#include "sync/sync_log_format.hpp"
 
 namespace kv::sync {
 
 namespace {
-constexpr std::string_view kMetaKey = "m";      // u8 format, varint counter, purged_upto, max id
-constexpr std::string_view kEntryPrefix = "e";  // "e" + item id -> entry
-// "k" + node name -> varint incarnation, cursor, mark (the mark is new in this format; a record
-// without it has mark == cursor)
-constexpr std::string_view kCursorPrefix = "k";
-constexpr std::uint8_t kFormat = 1;
-
-std::span<const std::uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+std::string node_key(const std::string& name) {
+  return std::string(kNodePrefix) + name;
 }
-
-struct Cursor {
-  std::uint64_t incarnation = 0;
-  std::uint64_t seq = 0;   // where the next FETCH starts
-  std::uint64_t mark = 0;  // every change up to here is in the log (FETCH's safe_mark)
-};
+std::string history_key(const std::string& name, std::uint64_t stamp) {
+  std::string k = std::string(kHistoryPrefix) + name;
+  append_be64(k, stamp);
+  return k;
+}
+std::string varint_bytes(std::uint64_t v) {
+  std::string out;
+  proto::Writer(out).varint(v);
+  return out;
+}
 }  // namespace
 
 struct SyncLog::Impl {
   SyncLogOptions options;
   std::unique_ptr<storage::Engine> db;
-  std::uint64_t counter = 0;
+  bool created = false;
+  LogMeta meta;
   std::unordered_map<std::string, StampedChange> latest;
   std::set<std::pair<std::uint64_t, std::string>> by_stamp;
-  std::map<std::string, Cursor> cursors;
-  std::uint64_t max_id_number = 0;  // the largest id number ever in the log
-  std::uint64_t purged_upto = 0;    // tombstones stamped at or below this are gone
   std::set<std::pair<std::uint64_t, std::string>> tombstones;  // (stamp, id) of deletes
+  std::map<std::string, NodeRecord> nodes;
+  // Per node, its cursor by the counter at which it moved there (stamp -> cursor), from the
+  // last value at or below its applied stamp on: what an APPLY up to some stamp may tell it.
+  std::map<std::string, std::map<std::uint64_t, std::uint64_t>> history;
+  std::uint64_t marks_version = 0;
+
   void saw_id(const std::string& id) {
-    if (auto n = item_id_number(id)) max_id_number = std::max(max_id_number, *n);
+    if (auto n = item_id_number(id)) meta.max_id_number = std::max(meta.max_id_number, *n);
   }
   void index(const StampedChange& e) {
     by_stamp.emplace(e.stamp, e.item.id);
@@ -52,30 +54,28 @@ struct SyncLog::Impl {
     by_stamp.erase({e.stamp, e.item.id});
     tombstones.erase({e.stamp, e.item.id});
   }
-
-  void put_meta(storage::Batch& b, std::uint64_t c) const {
-    std::string v;
-    proto::Writer w(v);
-    w.u8(kFormat);
-    w.varint(c);
-    w.varint(purged_upto);
-    w.varint(max_id_number);
-    b.Put(kMetaKey, v);
+  void put_meta(storage::Batch& b, const LogMeta& m) const { b.Put(kMetaKey, encode_meta(m)); }
+  void put_node(storage::Batch& b, const std::string& name, const NodeRecord& n) const {
+    b.Put(node_key(name), encode_node(n));
   }
-  void put_cursor(storage::Batch& b, const std::string& node, const Cursor& c) const {
-    std::string v;
-    proto::Writer w(v);
-    w.varint(c.incarnation);
-    w.varint(c.seq);
-    w.varint(c.mark);
-    b.Put(std::string(kCursorPrefix) + node, v);
+  void delete_history(storage::Batch& b, const std::string& name) {
+    auto it = history.find(name);
+    if (it == history.end()) return;
+    for (const auto& [stamp, seq] : it->second) b.Delete(history_key(name, stamp));
+    history.erase(it);
   }
-  void write(storage::Batch& b) {
-    const auto s = db->write(b, options.sync_writes);
+  void write(storage::Batch& b, bool sync) {
+    const auto s = db->write(b, sync);
     if (!s.ok()) throw StoreError("syncer log write failed: " + s.ToString());
   }
+  void write(storage::Batch& b) { write(b, options.sync_writes); }
   [[noreturn]] void corrupt(const std::string& what) const {
     throw StoreError("syncer data directory " + options.dir.string() + ": " + what);
+  }
+  std::uint64_t random() const {
+    if (options.random) return options.random();
+    std::random_device rd;
+    return (std::uint64_t{rd()} << 32) | rd();
   }
   void load();
 };
@@ -83,15 +83,12 @@ struct SyncLog::Impl {
 void SyncLog::Impl::load() {
   std::string v;
   if (!db->get(kMetaKey, v).ok()) corrupt("the meta record is missing");
-  proto::Reader r(bytes_of(v));
-  if (r.u8() != kFormat) corrupt("unknown format");
-  counter = r.varint();
-  purged_upto = r.varint();
-  max_id_number = r.varint();
-  if (!r.done()) corrupt("the meta record is corrupt");
+  auto m = decode_meta(v);
+  if (!m) corrupt("the meta record is corrupt or of an unknown format");
+  meta = *m;
   auto st = db->scan(kEntryPrefix, [&](std::string_view key, std::string_view value) {
     auto e = decode_entry(value);
-    if (!e || e->item.id != key.substr(1) || e->stamp > counter) {
+    if (!e || e->item.id != key.substr(1) || e->stamp > meta.counter) {
       corrupt("log entry '" + std::string(key.substr(1)) + "' is corrupt");
     }
     index(*e);
@@ -99,16 +96,31 @@ void SyncLog::Impl::load() {
     return true;
   });
   if (st.ok()) {
-    st = db->scan(kCursorPrefix, [&](std::string_view key, std::string_view value) {
-      proto::Reader cr(bytes_of(value));
-      Cursor c{cr.varint(), cr.varint()};
-      c.mark = cr.at_end() ? c.seq : cr.varint();
-      if (!cr.done() || c.mark > c.seq) corrupt("a node cursor is corrupt");
-      cursors[std::string(key.substr(1))] = c;
+    st = db->scan(kNodePrefix, [&](std::string_view key, std::string_view value) {
+      auto n = decode_node(value);
+      if (!n || !valid_node_name(key.substr(1))) corrupt("a node record is corrupt");
+      nodes[std::string(key.substr(1))] = *n;
+      return true;
+    });
+  }
+  if (st.ok()) {
+    st = db->scan(kHistoryPrefix, [&](std::string_view key, std::string_view value) {
+      proto::Reader r({reinterpret_cast<const std::uint8_t*>(value.data()), value.size()});
+      const std::uint64_t seq = r.varint();
+      if (key.size() < 10 || !r.done()) corrupt("a cursor history record is corrupt");
+      const std::string name(key.substr(1, key.size() - 9));
+      history[name][read_be64(key.substr(key.size() - 8))] = seq;
       return true;
     });
   }
   if (!st.ok()) corrupt(st.ToString());
+  if (meta.log_id == 0) {
+    // A log written before logs had an id gets one now.
+    meta.log_id = random() | 1;
+    storage::Batch b;
+    put_meta(b, meta);
+    write(b, true);
+  }
 }
 
 SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
@@ -116,10 +128,14 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
   storage::Disk& disk = impl_->options.disk ? *impl_->options.disk : storage::real_disk();
   auto opened = disk.open(impl_->options.dir);
   impl_->db = std::move(opened.engine);
+  impl_->created = opened.created;
   if (opened.created) {
+    impl_->meta.log_id = impl_->random() | 1;  // never 0, which means "none"
     storage::Batch b;
-    impl_->put_meta(b, 0);
-    impl_->write(b);
+    impl_->put_meta(b, impl_->meta);
+    // Synced whatever the durability: a log whose creation a power loss undid would be a
+    // directory without its meta record, which refuses to open (found by kvsim, power-loss).
+    impl_->write(b, true);
   } else {
     impl_->load();
   }
@@ -128,39 +144,165 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
 SyncLog::~SyncLog() = default;
 
 std::uint64_t SyncLog::counter() const {
-  return impl_->counter;
+  return impl_->meta.counter;
 }
 std::size_t SyncLog::size() const {
   return impl_->latest.size();
 }
-
-std::uint64_t SyncLog::cursor(const std::string& node, std::uint64_t incarnation) const {
-  auto it = impl_->cursors.find(node);
-  if (it == impl_->cursors.end() || it->second.incarnation != incarnation) return 0;
-  return it->second.seq;
+std::uint64_t SyncLog::log_id() const {
+  return impl_->meta.log_id;
+}
+bool SyncLog::created() const {
+  return impl_->created;
+}
+std::uint64_t SyncLog::purged_upto() const {
+  return impl_->meta.purged_upto;
+}
+std::uint64_t SyncLog::max_id_number() const {
+  return impl_->meta.max_id_number;
+}
+std::uint64_t SyncLog::marks_version() const {
+  return impl_->marks_version;
 }
 
-std::uint64_t SyncLog::mark(const std::string& node, std::uint64_t incarnation) const {
-  auto it = impl_->cursors.find(node);
-  if (it == impl_->cursors.end() || it->second.incarnation != incarnation) return 0;
-  return it->second.mark;
+std::optional<NodeRecord> SyncLog::node(const std::string& name) const {
+  auto it = impl_->nodes.find(name);
+  if (it == impl_->nodes.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::pair<std::string, NodeRecord>> SyncLog::nodes() const {
+  return {impl_->nodes.begin(), impl_->nodes.end()};
+}
+
+void SyncLog::admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied) {
+  auto& im = *impl_;
+  NodeRecord rec{incarnation, 0, applied, false, {}};
+  if (auto old = im.nodes.find(name); old != im.nodes.end()) {
+    rec.retired = old->second.retired;
+    if (old->second.incarnation != incarnation) rec.retired.push_back(old->second.incarnation);
+    if (rec.retired.size() > kMaxRetired) rec.retired.erase(rec.retired.begin());
+  }
+  storage::Batch b;
+  im.delete_history(b, name);
+  im.put_node(b, name, rec);
+  b.Put(history_key(name, im.meta.counter), varint_bytes(0));
+  im.write(b, true);
+  im.nodes[name] = rec;
+  im.history[name][im.meta.counter] = 0;
+  ++im.marks_version;
+}
+
+bool SyncLog::forget(const std::string& name) {
+  auto& im = *impl_;
+  auto it = im.nodes.find(name);
+  if (it == im.nodes.end() || it->second.forgotten) return false;
+  NodeRecord rec = it->second;
+  rec.forgotten = true;
+  storage::Batch b;
+  im.put_node(b, name, rec);
+  im.delete_history(b, name);
+  im.write(b, true);
+  it->second = rec;
+  ++im.marks_version;
+  return true;
+}
+
+void SyncLog::readmit(const std::string& name) {
+  auto& im = *impl_;
+  auto it = im.nodes.find(name);
+  if (it == im.nodes.end() || !it->second.forgotten) return;
+  NodeRecord rec = it->second;
+  rec.forgotten = false;
+  storage::Batch b;
+  im.put_node(b, name, rec);
+  b.Put(history_key(name, im.meta.counter), varint_bytes(rec.cursor));
+  im.write(b, true);
+  it->second = rec;
+  im.history[name][im.meta.counter] = rec.cursor;
+  ++im.marks_version;
+}
+
+void SyncLog::note_applied(const std::string& name, std::uint64_t applied) {
+  auto& im = *impl_;
+  auto it = im.nodes.find(name);
+  if (it == im.nodes.end()) return;
+  storage::Batch b;
+  bool changed = it->second.applied != applied;
+  it->second.applied = applied;
+  // History the node no longer needs: keep the last value at or below its applied stamp.
+  auto h = im.history.find(name);
+  if (h != im.history.end()) {
+    auto keep = h->second.upper_bound(applied);
+    if (keep != h->second.begin()) --keep;
+    for (auto e = h->second.begin(); e != keep;) {
+      b.Delete(history_key(name, e->first));
+      e = h->second.erase(e);
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  im.put_node(b, name, it->second);
+  im.write(b, false);
+}
+
+std::uint64_t SyncLog::cursor(const std::string& node, std::uint64_t incarnation) const {
+  auto it = impl_->nodes.find(node);
+  if (it == impl_->nodes.end() || it->second.incarnation != incarnation) return 0;
+  return it->second.cursor;
+}
+
+std::uint64_t SyncLog::cursor_at(const std::string& node, std::uint64_t incarnation,
+                                 std::uint64_t stamp) const {
+  auto it = impl_->nodes.find(node);
+  if (it == impl_->nodes.end() || it->second.incarnation != incarnation) return 0;
+  auto h = impl_->history.find(node);
+  if (h == impl_->history.end() || h->second.empty()) return it->second.cursor;
+  auto e = h->second.upper_bound(stamp);
+  // Below the oldest value kept: before the node was admitted (that value is 0 then), or below
+  // history dropped once the node had applied past it (it was restored from an older copy
+  // since). The oldest value kept is then too high, which only makes changes of the node count
+  // as synced early; too low, they would stay pending while a later value of theirs goes by.
+  if (e == h->second.begin()) return e->second;
+  return std::prev(e)->second;
+}
+
+std::vector<SessionMark> SyncLog::marks() const {
+  std::vector<SessionMark> out;
+  for (const auto& [node, c] : impl_->nodes) {
+    if (!c.forgotten) out.push_back({node, c.incarnation, c.cursor});
+  }
+  return out;
 }
 
 SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnation,
-                                const std::vector<Change>& changes, std::uint64_t next_cursor,
-                                std::uint64_t safe_mark) {
+                                const std::vector<Change>& changes, std::uint64_t next_cursor) {
   auto& im = *impl_;
   Stamped out;
-  const std::uint64_t s = im.counter + 1;
-  std::unordered_map<std::string, std::size_t> in_batch;  // a fetch holds each id at most once
-  for (const auto& c : changes) {
-    if (in_batch.count(c.item.id)) continue;
+  const std::uint64_t s = im.meta.counter + 1;
+  // A fetch may hold several changes of one item, oldest first: the latest one counts.
+  std::unordered_map<std::string, std::size_t> latest_in_fetch;
+  for (std::size_t i = 0; i < changes.size(); ++i) latest_in_fetch[changes[i].item.id] = i;
+  const auto known = im.nodes.find(node);
+  if (known == im.nodes.end() || known->second.incarnation != incarnation ||
+      known->second.forgotten) {
+    throw StoreError("the syncer's log does not know node " + node + " in this incarnation");
+  }
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    const Change& c = changes[i];
+    if (latest_in_fetch.at(c.item.id) != i) continue;
+    // Behind the cursor: the log has it (stamped, or lost to a delete). Stamped again, it would
+    // beat later values of its item.
+    if (c.seq <= known->second.cursor) continue;
     auto it = im.latest.find(c.item.id);
     StampedChange e{s, node, c.seq, c.item};
     e.item.version = s;
-    if (it == im.latest.end() && c.base_stamp > 0 && c.base_stamp <= im.purged_upto) {
-      // Made on a stamped value the log no longer holds: only a compacted delete takes an item
-      // out of the log, and a delete beats any update (rule R). Stamp the delete again.
+    // Made on a value the log held (stamped, or the node's own change behind its cursor), of an
+    // item the log no longer holds: only a compacted delete takes an item out of the log, and a
+    // delete beats any update (rule R). Stamp the delete again.
+    const bool was_in_log =
+        c.base_stamp > 0 || (c.base_seq > 0 && c.base_seq <= known->second.cursor);
+    if (it == im.latest.end() && was_in_log) {
       e.item.deleted = true;
       out.redeleted.push_back(c);
     } else if (it != im.latest.end() &&
@@ -170,26 +312,29 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
     } else if (it == im.latest.end()) {
       out.created.push_back(c.item.id);
     }
-    in_batch.emplace(c.item.id, out.accepted.size());
     out.accepted.push_back(std::move(e));
   }
-  const Cursor cur{incarnation, next_cursor, std::min(safe_mark, next_cursor)};
+  const std::uint64_t at = out.accepted.empty() ? im.meta.counter : s;
+  NodeRecord rec = known->second;
+  const bool moved = rec.cursor != next_cursor;
+  rec.cursor = next_cursor;
+  LogMeta meta = im.meta;
+  for (const auto& e : out.accepted) {
+    if (auto n = item_id_number(e.item.id)) meta.max_id_number = std::max(meta.max_id_number, *n);
+  }
+  if (!out.accepted.empty()) meta.counter = s;
   storage::Batch b;
   for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
-  im.put_cursor(b, node, cur);
-  const std::uint64_t max_id_before = im.max_id_number;
-  for (const auto& e : out.accepted) im.saw_id(e.item.id);  // stored with the meta record
-  if (!out.accepted.empty()) im.put_meta(b, s);
-  try {
-    im.write(b);
-  } catch (...) {
-    im.max_id_number = max_id_before;
-    throw;
-  }
+  im.put_node(b, node, rec);
+  b.Put(history_key(node, at), varint_bytes(next_cursor));
+  if (!(meta == im.meta)) im.put_meta(b, meta);
+  im.write(b);  // throws, changing nothing, when it fails
 
-  im.cursors[node] = cur;
+  im.meta = meta;
+  im.nodes[node] = rec;
+  im.history[node][at] = next_cursor;
+  if (moved) ++im.marks_version;
   if (out.accepted.empty()) return out;
-  im.counter = s;
   out.stamp = s;
   for (const auto& e : out.accepted) {
     auto it = im.latest.find(e.item.id);
@@ -204,38 +349,24 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   return out;
 }
 
-std::vector<SessionMark> SyncLog::marks() const {
-  std::vector<SessionMark> out;
-  for (const auto& [node, c] : impl_->cursors) {
-    out.push_back({node, c.incarnation, c.mark});
-  }
-  return out;
-}
-
-void SyncLog::set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq) {
-  const Cursor cur{incarnation, seq, seq};
-  storage::Batch b;
-  impl_->put_cursor(b, node, cur);
-  impl_->write(b);
-  impl_->cursors[node] = cur;
-}
-
 void SyncLog::observe_stamp(std::uint64_t stamp) {
-  if (stamp <= impl_->counter) return;
+  auto& im = *impl_;
+  if (stamp <= im.meta.counter) return;
+  LogMeta meta = im.meta;
+  meta.counter = stamp;
   storage::Batch b;
-  impl_->put_meta(b, stamp);
-  impl_->write(b);
-  impl_->counter = stamp;
+  im.put_meta(b, meta);
+  im.write(b, true);
+  im.meta = meta;
 }
 
-proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
-                                      std::uint64_t synced_upto) const {
+proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit) const {
   const auto& im = *impl_;
   proto::msg::Apply batch;
-  batch.synced_upto = synced_upto;
-  batch.id_floor = im.max_id_number;
-  batch.purge_upto = im.purged_upto;
-  batch.upto_stamp = std::max(after, im.counter);
+  batch.id_floor = im.meta.max_id_number;
+  batch.purge_upto = im.meta.purged_upto;
+  batch.log_id = im.meta.log_id;
+  batch.upto_stamp = std::max(after, im.meta.counter);
   std::size_t bytes = 0;
   for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}}); it != im.by_stamp.end();
        ++it) {
@@ -253,30 +384,22 @@ proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
   return batch;
 }
 
-std::uint64_t SyncLog::purged_upto() const {
-  return impl_->purged_upto;
-}
-
 std::size_t SyncLog::purge(std::uint64_t horizon) {
   auto& im = *impl_;
-  if (horizon <= im.purged_upto) return 0;
+  if (horizon <= im.meta.purged_upto) return 0;
   std::vector<std::string> gone;
   for (auto it = im.tombstones.begin(); it != im.tombstones.end() && it->first <= horizon; ++it) {
     gone.push_back(it->second);
   }
   // Nothing to drop: leave purged_upto where it is, so the nodes need not be told anything.
   if (gone.empty()) return 0;
-  const std::uint64_t before = im.purged_upto;
-  im.purged_upto = horizon;
+  LogMeta meta = im.meta;
+  meta.purged_upto = std::min(horizon, meta.counter);
   storage::Batch b;
   for (const auto& id : gone) b.Delete(std::string(kEntryPrefix) + id);
-  im.put_meta(b, im.counter);
-  try {
-    im.write(b);
-  } catch (...) {
-    im.purged_upto = before;
-    throw;
-  }
+  im.put_meta(b, meta);
+  im.write(b);
+  im.meta = meta;
   for (const auto& id : gone) {
     auto it = im.latest.find(id);
     im.unindex(it->second);

@@ -1,20 +1,25 @@
-// The syncer's durable log of stamped changes (docs/sync.md). It holds, for every item, the latest
-// stamped value (the log is compacted by key as it goes), the stamp counter, and a cursor per
-// node incarnation: how far that node's local changes have been fetched and stamped.
+// The syncer's durable log (docs/sync.md): for every item the latest stamped value (compacted by
+// key as it goes), the stamp counter, and a record of every node it knows: the life of its data
+// directory (incarnation), how far its changes are in the log (cursor), and how far it has
+// applied the log. It also keeps each node's cursor history by stamp, so that
+// an APPLY tells a node exactly which of its own changes the stamps it carries include.
 //
-// Pure logic over RocksDB: no sockets, so every rule is unit-tested without a network.
-// Threading: not thread-safe; the syncer uses it from its one I/O thread.
+// Pure logic over a storage::Engine: no sockets, so every rule is unit-tested and simulated.
+// Threading: not thread-safe; the syncer uses it from its one thread.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/item.hpp"
 #include "common/protocol.hpp"
 #include "common/store_error.hpp"
+#include "sync/sync_log_format.hpp"
 
 namespace kv::storage {
 class Disk;
@@ -26,6 +31,7 @@ struct SyncLogOptions {
   std::filesystem::path dir;
   bool sync_writes = false;       // fsync each stamp before fanning it out
   storage::Disk* disk = nullptr;  // nullptr: RocksDB on the file system (the simulator's seam)
+  std::function<std::uint64_t()> random;  // empty: std::random_device (a new log's id)
 };
 
 class SyncLog {
@@ -38,38 +44,59 @@ class SyncLog {
 
   std::uint64_t counter() const;  // the highest stamp handed out
   std::size_t size() const;       // items (tombstones included) in the log
+  std::uint64_t log_id() const;   // random, fixed when the log was created
+  // True when the log was created by this open (it knows no stamp and no node).
+  bool created() const;
 
-  // How far the changes of `node` (in this incarnation of its data directory) are stamped.
-  // A node seen with another incarnation starts again from 0.
+  // ---- Nodes ----
+  // The node's record, if the log knows it.
+  std::optional<NodeRecord> node(const std::string& name) const;
+  std::vector<std::pair<std::string, NodeRecord>> nodes() const;
+  // Starts a record for `name` in `incarnation` (a node seen for the first time, or one that
+  // took a new incarnation, whose old one is kept as retired), with its cursor at 0; durable on
+  // return.
+  void admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied);
+  // Forgets the node (docs/sync.md, "Removing a node"): it no longer holds compaction back, and
+  // another data directory may take its name. Durable on return. Returns false when the log did
+  // not know it (or had forgotten it already).
+  bool forget(const std::string& name);
+  // A forgotten node's very data directory is back: it counts again, its cursor where it was.
+  void readmit(const std::string& name);
+  // The node reports its durable applied stamp: kept for compaction (a node that is away still
+  // holds compaction back) and to drop the cursor history it no longer needs. Not synced: a
+  // value lost in a crash is only lower, which is safe.
+  void note_applied(const std::string& name, std::uint64_t applied);
+
+  // How far the changes of `node` (in this incarnation of its data directory) are in the log;
+  // 0 for an incarnation the log does not know.
   std::uint64_t cursor(const std::string& node, std::uint64_t incarnation) const;
-  // How far that node's changes are all in the log (at most its cursor).
-  std::uint64_t mark(const std::string& node, std::uint64_t incarnation) const;
-
-  // Every node's mark (how far its changes are all in the log; at most its cursor): once a node
-  // has applied every stamp up to counter(), it holds each node's changes up to these
-  // (read-your-writes, docs/sync.md).
+  // The node's cursor as it was once every stamp up to `stamp` was handed out: its changes up
+  // to there are in stamps at or below `stamp` (or lost to a delete).
+  std::uint64_t cursor_at(const std::string& node, std::uint64_t incarnation,
+                          std::uint64_t stamp) const;
+  // Every known node's cursor as a session mark: once a node has applied every stamp up to
+  // counter(), it holds each node's changes up to these (read-your-writes, docs/sync.md).
   std::vector<SessionMark> marks() const;
+  // Grows whenever a cursor changes (a node that holds the marks must hear them again).
+  std::uint64_t marks_version() const;
 
+  // ---- Stamping ----
   struct Stamped {
     std::uint64_t stamp = 0;              // 0 when nothing was accepted
     std::vector<StampedChange> accepted;  // what was stored under `stamp`
     std::vector<std::string> created;     // ids among `accepted` the log did not hold before
     std::vector<Change> dropped;          // updates that lost to a delete (rule R)
-    // Changes made on an item whose delete was compacted away (its base stamp is at or below
-    // purged_upto and the log no longer holds it): the delete is stamped again, as a tombstone
-    // in `accepted`, so that the node that made the change deletes the item too.
+    // Changes made on an item whose delete was compacted away (made on a value the log held, of
+    // an item it no longer holds): the delete is stamped again, as a tombstone in `accepted`, so
+    // that the node that made the change deletes the item too.
     std::vector<Change> redeleted;
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
-  // holds, and moves the node's cursor to `next_cursor` and its mark to `safe_mark` (FETCH's
-  // seq_high and safe_mark), all in one durable write. Throws StoreError when the write fails
-  // (nothing changed then).
+  // holds, and moves the node's cursor to `next_cursor` (FETCH's seq_high), all in one durable
+  // write. The node must be known in this incarnation (admit()). Throws StoreError when it is
+  // not or the write fails (nothing changed then).
   Stamped stamp(const std::string& node, std::uint64_t incarnation,
-                const std::vector<Change>& changes, std::uint64_t next_cursor,
-                std::uint64_t safe_mark);
-
-  // Moves a node's cursor (back, when its sequence went back); durable on return.
-  void set_cursor(const std::string& node, std::uint64_t incarnation, std::uint64_t seq);
+                const std::vector<Change>& changes, std::uint64_t next_cursor);
 
   // Makes sure no stamp at or below `stamp` is handed out again: a node reports having applied
   // it, so it was handed out before this log's state (a replaced data directory).
@@ -77,17 +104,18 @@ class SyncLog {
 
   // The next delivery for a node that applied every stamp up to `after`: whole stamps in order,
   // at least `limit` changes unless fewer remain. upto_stamp covers the stamps taken (or the
-  // counter, when the batch reaches the end).
-  proto::msg::Apply next_batch(std::uint64_t after, std::size_t limit,
-                               std::uint64_t synced_upto) const;
+  // counter, when the batch reaches the end). The caller fills in synced_upto (cursor_at) and
+  // the rest of the envelope.
+  proto::msg::Apply next_batch(std::uint64_t after, std::size_t limit) const;
 
-  // Compaction: drops the tombstones stamped at or below `horizon`, a stamp every node has
-  // applied (docs/sync.md), and moves purged_upto there. Durable on return; returns how many
+  // Compaction: drops the tombstones stamped at or below `horizon`, a stamp every known node
+  // has applied (docs/sync.md), and moves purged_upto there. Durable on return; returns how many
   // went (0: nothing changed).
   std::size_t purge(std::uint64_t horizon);
   std::uint64_t purged_upto() const;
+  std::uint64_t max_id_number() const;
 
-  // Every item's latest stamped value, in stamp order (tests and the checker).
+  // Every item's latest stamped value, in stamp order (tests, the simulator, the checker).
   std::vector<StampedChange> snapshot() const;
 
  private:

@@ -8,13 +8,72 @@
 namespace kv::sync {
 
 namespace {
-constexpr std::uint8_t kFormat = 1;
+constexpr std::uint8_t kEntryFormat = 1;
+constexpr std::uint8_t kMetaFormat = 2;
+
+proto::Reader reader(std::string_view bytes) {
+  return proto::Reader({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+}
 }  // namespace
+
+std::string encode_meta(const LogMeta& m) {
+  std::string out;
+  proto::Writer w(out);
+  w.u8(kMetaFormat);
+  w.varint(m.counter);
+  w.varint(m.purged_upto);
+  w.varint(m.max_id_number);
+  w.varint(m.log_id);
+  return out;
+}
+
+std::optional<LogMeta> decode_meta(std::string_view bytes) {
+  auto r = reader(bytes);
+  const std::uint8_t format = r.u8();
+  if (format != 1 && format != kMetaFormat) return std::nullopt;
+  LogMeta m;
+  m.counter = r.varint();
+  m.purged_upto = r.varint();
+  m.max_id_number = r.varint();
+  if (format >= 2) m.log_id = r.varint();
+  if (!r.done() || m.purged_upto > m.counter) return std::nullopt;
+  return m;
+}
+
+std::string encode_node(const NodeRecord& n) {
+  std::string out;
+  proto::Writer w(out);
+  w.varint(n.incarnation);
+  w.varint(n.cursor);
+  w.varint(n.applied);
+  w.varint(n.forgotten ? 1 : 0);
+  w.varint(n.retired.size());
+  for (auto r : n.retired) w.varint(r);
+  return out;
+}
+
+std::optional<NodeRecord> decode_node(std::string_view bytes) {
+  auto r = reader(bytes);
+  NodeRecord n;
+  n.incarnation = r.varint();
+  n.cursor = r.varint();
+  if (!r.at_end()) {
+    n.applied = r.varint();
+    const std::uint64_t flags = r.varint();
+    if (flags > 1) return std::nullopt;
+    n.forgotten = flags == 1;
+    const std::uint64_t retired = r.varint();
+    if (retired > kMaxRetired) return std::nullopt;
+    for (std::uint64_t i = 0; i < retired && r.ok(); ++i) n.retired.push_back(r.varint());
+  }
+  if (!r.done()) return std::nullopt;
+  return n;
+}
 
 std::string encode_entry(const StampedChange& c) {
   std::string out;
   proto::Writer w(out);
-  w.u8(kFormat);
+  w.u8(kEntryFormat);
   w.varint(c.stamp);
   w.str(c.origin);
   w.varint(c.origin_seq);
@@ -23,8 +82,8 @@ std::string encode_entry(const StampedChange& c) {
 }
 
 std::optional<StampedChange> decode_entry(std::string_view bytes) {
-  proto::Reader r({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
-  if (r.u8() != kFormat) return std::nullopt;
+  auto r = reader(bytes);
+  if (r.u8() != kEntryFormat) return std::nullopt;
   StampedChange c;
   c.stamp = r.varint();
   c.origin = r.str(proto::kMaxNameBytes);

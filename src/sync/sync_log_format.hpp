@@ -1,14 +1,54 @@
-// The syncer log's stored entries (docs/storage.md, "The syncer's log"). Pure encode/decode over
-// bytes, shared by the log and the fuzzer.
+// The syncer log's stored records (docs/storage.md, "The syncer"): its meta record, its entries
+// and its node records. Pure encode/decode over bytes, shared by the log and the fuzzer.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/item.hpp"
 
 namespace kv::sync {
+
+// Keys.
+inline constexpr std::string_view kMetaKey = "m";        // LogMeta
+inline constexpr std::string_view kEntryPrefix = "e";    // "e" + item id -> entry
+inline constexpr std::string_view kNodePrefix = "k";     // "k" + node name -> NodeRecord
+inline constexpr std::string_view kHistoryPrefix = "h";  // "h" + name + be64(stamp) -> cursor
+
+// u8 format (2; 1 is still read), varint counter, purged_upto, max_id_number, then (format 2)
+// log_id.
+struct LogMeta {
+  std::uint64_t counter = 0;        // the highest stamp handed out
+  std::uint64_t purged_upto = 0;    // tombstones stamped at or below are compacted
+  std::uint64_t max_id_number = 0;  // the largest id number the log ever held
+  std::uint64_t log_id = 0;         // random, fixed when the log was created (0: format 1)
+  friend bool operator==(const LogMeta&, const LogMeta&) = default;
+};
+std::string encode_meta(const LogMeta& m);
+std::optional<LogMeta> decode_meta(std::string_view bytes);
+
+// What the log knows of one node (by name): varint incarnation, cursor, applied, flags (bit 0:
+// forgotten), then a varint count and that many retired incarnations. Format 1 records hold
+// the first two only.
+struct NodeRecord {
+  std::uint64_t incarnation = 0;  // the life of its data directory the cursor belongs to
+  std::uint64_t cursor = 0;       // its changes up to here are in the log
+  std::uint64_t applied = 0;      // its durable applied stamp, as it last reported
+  // The operator said it is gone (kvsync forget-node): it no longer holds compaction back, and
+  // another data directory may take its name. The cursor stays, so that if this very data
+  // directory comes back its changes already in the log are not stamped a second time.
+  bool forgotten = false;
+  // Its earlier lives that it left by a rebirth (restored from an older copy), newest last, at
+  // most kMaxRetired: a copy from one of them is the same node, older still.
+  std::vector<std::uint64_t> retired;
+  friend bool operator==(const NodeRecord&, const NodeRecord&) = default;
+};
+inline constexpr std::size_t kMaxRetired = 16;
+std::string encode_node(const NodeRecord& n);
+std::optional<NodeRecord> decode_node(std::string_view bytes);
 
 // u8 format (1), varint stamp, str origin, varint origin_seq, item (whose version is the stamp).
 std::string encode_entry(const StampedChange& c);

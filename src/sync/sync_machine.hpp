@@ -1,5 +1,5 @@
-// The syncer's rules without I/O (docs/sync.md): for each node link, when to fetch, what to
-// stamp, what to send, what a node's status means, when to compact, and how long to wait before
+// The syncer's rules without I/O (docs/sync.md): for each node link, what a node's status means,
+// when to fetch, what to stamp, what to send, when to compact, and how long to wait before
 // reconnecting. Each event method takes what a node said and updates the state (and the durable
 // log); each next_* method returns the request to send now, if any. kvsync's coroutines
 // (syncer.cpp) only carry these actions out over the network; the deterministic simulator
@@ -40,6 +40,7 @@ struct LinkView {
   std::uint64_t reconnects = 0;
   std::uint64_t fetches = 0;
   std::uint64_t applies = 0;
+  std::string refused;  // why the node was last refused ("" once it is accepted)
 };
 
 // What a node's STATUS led to.
@@ -91,13 +92,19 @@ class SyncMachine {
  private:
   struct Link {
     LinkView view;
-    bool greeted = false;          // an APPLY went out since the link came up (lifts the fence)
-    bool needs_reset = false;      // behind the compaction point: the next APPLY resets it
-    std::uint64_t purge_sent = 0;  // the purge_upto the node last acknowledged
-    bool fetch_wanted = false;     // the node has (or may have) changes past the cursor
+    bool greeted = false;            // an APPLY went out since the link came up (lifts the fence)
+    bool needs_reset = false;        // the next APPLY makes it forget and resend everything
+    bool needs_rebirth = false;      // its data directory is an older copy: new incarnation first
+    std::uint64_t node_applied = 0;  // its applied stamp, which the next APPLY continues from
+    std::uint64_t send_from = 0;     // the next APPLY carries the stamps after this
+    std::uint64_t purge_sent = 0;    // the purge_upto the node last acknowledged
+    std::uint64_t marks_sent = 0;    // the log's marks_version it last got marks of
+    bool fetch_wanted = false;       // the node has (or may have) changes past the cursor
     bool fetch_in_flight = false;
+    std::uint64_t fetch_after = 0;  // the cursor the FETCH in flight starts from
     bool apply_in_flight = false;
-    std::uint64_t apply_purge = 0;  // purge_upto of the APPLY in flight
+    proto::msg::Apply in_flight;        // the APPLY in flight, without its changes
+    std::uint64_t marks_in_flight = 0;  // the marks_version it carries (0: no marks)
     Duration backoff{0};
   };
 

@@ -88,6 +88,14 @@ struct Syncer::Impl {
         machine(log, options.nodes,
                 MachineOptions{options.fetch_limit, options.batch_limit, options.backoff_initial,
                                options.backoff_max}) {
+    for (const auto& name : options.forget) {
+      if (log.forget(name)) {
+        KV_LOG(warning) << "forgot node " << name << ": if it comes back, it is resynced from "
+                        << "scratch";
+      } else {
+        KV_LOG(info) << "--forget-node " << name << ": the log does not know that node";
+      }
+    }
     for (std::size_t i = 0; i < options.nodes.size(); ++i) {
       links.push_back(std::make_unique<Link>(ex));
       links.back()->client.set_secret(options.secret);

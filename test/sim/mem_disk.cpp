@@ -18,7 +18,8 @@ class Apply : public storage::Batch::Handler {
 
 class MemEngine : public storage::Engine {
  public:
-  explicit MemEngine(std::shared_ptr<MemDisk::Volume> v) : v_(std::move(v)) {}
+  MemEngine(std::shared_ptr<MemDisk::Volume> v, bool read_only)
+      : v_(std::move(v)), read_only_(read_only) {}
 
   storage::Status get(std::string_view key, std::string& value) override {
     auto it = v_->written.find(key);
@@ -37,6 +38,7 @@ class MemEngine : public storage::Engine {
   }
 
   storage::Status write(storage::Batch& batch, bool sync) override {
+    if (read_only_) return storage::Status::NotSupported("opened read-only");
     // After a failed write RocksDB's log writer is unusable until the database is reopened.
     if (broken_ || v_->full) {
       broken_ = true;
@@ -59,11 +61,17 @@ class MemEngine : public storage::Engine {
 
  private:
   std::shared_ptr<MemDisk::Volume> v_;
+  bool read_only_;
   bool broken_ = false;
 };
 }  // namespace
 
-storage::Opened MemDisk::open(const std::filesystem::path& dir) {
+storage::Opened MemDisk::open(const std::filesystem::path& dir, bool read_only) {
+  if (read_only) {
+    auto it = volumes_.find(dir.string());
+    if (it == volumes_.end()) throw StoreError("data directory " + dir.string() + " is empty");
+    return storage::Opened{std::make_unique<MemEngine>(it->second, true), false};
+  }
   auto& slot = volumes_[dir.string()];
   const bool created = !slot;
   if (!slot) slot = std::make_shared<Volume>();
@@ -72,7 +80,7 @@ storage::Opened MemDisk::open(const std::filesystem::path& dir) {
     throw StoreError("data directory " + dir.string() +
                      " cannot be opened: IO error: No space left on device (simulated)");
   }
-  return storage::Opened{std::make_unique<MemEngine>(slot), created};
+  return storage::Opened{std::make_unique<MemEngine>(slot, false), created};
 }
 
 MemDisk::Volume& MemDisk::volume(const std::filesystem::path& dir) {

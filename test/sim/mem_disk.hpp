@@ -27,7 +27,7 @@ class MemDisk : public storage::Disk {
     std::uint64_t syncs = 0;
   };
 
-  storage::Opened open(const std::filesystem::path& dir) override;
+  storage::Opened open(const std::filesystem::path& dir, bool read_only = false) override;
 
   // The volume at `dir` (created empty when missing), or nullptr when there is none.
   Volume& volume(const std::filesystem::path& dir);

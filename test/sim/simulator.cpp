@@ -166,14 +166,25 @@ struct Conn {
   std::uint64_t life = 0;   // the syncer process that opened it
   bool syncer_open = true;  // the syncer still reads it
   bool node_open = true;    // the node still serves it
-  std::deque<proto::Request> to_node;
+  // Requests carry an id, and so do their answers; the syncer's client closes a connection on
+  // an answer it is not waiting for (NodeClient), such as the second answer to a request that
+  // the network delivered twice.
+  std::deque<std::pair<std::uint64_t, proto::Request>> to_node;
+  std::deque<std::uint64_t> outstanding;  // ids the syncer waits for, in order
+  std::uint64_t next_id = 1;
   struct Held {
+    std::uint64_t id;
     proto::MsgType type;
     std::uint64_t ticket;  // answered once the node's store completed it
     proto::Response response;
   };
   std::deque<Held> at_node;
-  std::deque<std::pair<proto::MsgType, proto::Response>> to_syncer;
+  struct Answer {
+    std::uint64_t id;
+    proto::MsgType type;
+    proto::Response response;
+  };
+  std::deque<Answer> to_syncer;
   std::deque<std::pair<Notification::Kind, std::uint64_t>> notes;
 };
 
@@ -230,7 +241,8 @@ class World {
     bool partitioned = false;
     std::vector<std::size_t> waiting;       // writes awaiting their commit
     std::optional<MemDisk::Contents> copy;  // an older copy of its directory, for a restore
-    std::uint64_t copy_seq = 0;             // the node's seq when it was copied
+    std::uint64_t copy_seq = 0;             // the node's durable seq when it was copied
+    std::uint64_t copy_incarnation = 0;     // and its incarnation then
     std::set<std::string> deleted_here;     // ids it held deleted, in this copy of its data
     std::uint64_t full_until = 0;           // its disk is full until then
   };
@@ -320,6 +332,7 @@ class World {
       Write& w = writes_[idx];
       if (w.seq <= kept_seq || w.outcome != Write::Outcome::kAcked || carried(w)) continue;
       w.outcome = Write::Outcome::kDestroyed;
+      event("write " + w.title + " (" + w.id + ") is lost with " + nodes_[n].name + "'s data");
       if (w.kind == Write::Kind::kCreate) {
         auto it = acked_creates_.find(w.id);
         if (it != acked_creates_.end() && it->second == idx) acked_creates_.erase(it);
@@ -459,7 +472,7 @@ class World {
         auto& h = c.at_node.front();
         if (h.ticket > store.completed_ticket()) break;
         if (h.ticket != 0 && store.failed(h.ticket)) h.response = store.storage_error();
-        c.to_syncer.emplace_back(h.type, std::move(h.response));
+        c.to_syncer.push_back(Conn::Answer{h.id, h.type, std::move(h.response)});
         c.at_node.pop_front();
       }
     }
@@ -467,7 +480,7 @@ class World {
 
   void deliver_request(Conn& c, bool duplicate) {
     Node& node = nodes_[c.node];
-    proto::Request req = c.to_node.front();
+    auto [id, req] = c.to_node.front();
     if (!duplicate) c.to_node.pop_front();
     const auto type = proto::type_of(req);
     auto a = node::answer(*node.store, req, node::ServerFacts{});
@@ -485,7 +498,7 @@ class World {
     event("node " + node.name + " gets " + what + " on conn " + std::to_string(c.id) +
           (c.syncer_open ? "" : " (from a syncer that gave up on it)") +
           (duplicate ? " (duplicate)" : ""));
-    c.at_node.push_back(Conn::Held{type, a.ticket, std::move(a.response)});
+    c.at_node.push_back(Conn::Held{id, type, a.ticket, std::move(a.response)});
     release_answers(c.node);
     settle_writes(c.node);
   }
@@ -499,12 +512,18 @@ class World {
     lo.dir = syncer_dir();
     lo.sync_writes = swarm_.syncer_sync;
     lo.disk = &disk_;
+    lo.random = [this] { return r_disk_.next(); };
     try {
       s.log = std::make_unique<sync::SyncLog>(lo);
     } catch (const StoreError& e) {
       anomaly("syncer-start", e.what());
       return;
     }
+    for (const auto& name : forget_) {
+      s.log->forget(name);
+      event("operator: kvsync --forget-node " + name);
+    }
+    forget_.clear();
     std::vector<std::string> addresses;
     for (auto n : config) addresses.push_back(nodes_[n].name);
     sync::MachineOptions mo;
@@ -575,6 +594,12 @@ class World {
     if (verdict.refused) {
       event("syncer refuses node " + nodes_[n].name + ": " + *verdict.refused);
       link_down(i, "refused");
+      // The operator reads the sentence and does what it says: the node's data directory was
+      // wiped or put back from a copy of a life the log forgot.
+      if (verdict.refused->find("forget-node") != std::string::npos) {
+        forget_.insert(nodes_[n].name);
+        stop_syncer("restarted by the operator to forget " + nodes_[n].name);
+      }
       return;
     }
     event("syncer: link " + nodes_[n].name + " up on conn " + std::to_string(c.id) + " (seq " +
@@ -590,15 +615,24 @@ class World {
     for (std::size_t i = 0; i < s.nodes.size(); ++i) {
       if (s.conn[i] == 0) continue;
       Conn& c = conns_.at(s.conn[i]);
-      while (auto f = s.machine->next_fetch(i)) c.to_node.push_back(*f);
-      while (auto a = s.machine->next_apply(i)) c.to_node.push_back(std::move(*a));
+      auto send = [&c](proto::Request r) {
+        c.outstanding.push_back(c.next_id);
+        c.to_node.emplace_back(c.next_id++, std::move(r));
+      };
+      while (auto f = s.machine->next_fetch(i)) send(*f);
+      while (auto a = s.machine->next_apply(i)) send(std::move(*a));
     }
   }
 
   void deliver_answer(Conn& c) {
     Syncer& s = syncer_;
-    auto [type, response] = std::move(c.to_syncer.front());
+    auto [id, type, response] = std::move(c.to_syncer.front());
     c.to_syncer.pop_front();
+    if (c.outstanding.empty() || c.outstanding.front() != id) {
+      link_down(c.link, "an answer to no request in flight");
+      return;
+    }
+    c.outstanding.pop_front();
     const std::size_t i = c.link;
     const std::string name = nodes_[c.node].name;
     if (auto* e = std::get_if<Error>(&response)) {
@@ -616,8 +650,14 @@ class World {
         for (const auto& d : out.stamped.dropped) {
           carriers_[{name, inc, d.item.id}].emplace(d.seq, 0);
         }
-        event("syncer: fetched " + std::to_string(got.changes.size()) + " from " + name +
-              " up to seq " + std::to_string(got.seq_high) +
+        std::string ids;
+        for (const auto& a : out.stamped.accepted) {
+          ids += " " + a.item.id + (a.item.deleted ? "(del)" : "") + "@" +
+                 std::to_string(a.origin_seq);
+        }
+        for (const auto& d : out.stamped.dropped) ids += " " + d.item.id + "(dropped)";
+        event("syncer: fetched " + std::to_string(got.changes.size()) + " [" + ids + " ] from " +
+              name + " up to seq " + std::to_string(got.seq_high) +
               (out.stamped.stamp ? " -> stamp " + std::to_string(out.stamped.stamp) : "") +
               ", cursor " +
               std::to_string(s.log->cursor(name, s.machine->link(i).status.incarnation)));
@@ -720,7 +760,12 @@ class World {
           link_down(cp->link, "connection failed");
         });
     }
-    add(3, [this] { now_ += r_step_.below(1500); });  // time passes (backoffs, retries)
+    add(3, [this] {  // time passes (backoffs, retries); kvnode ticks its store every second
+      now_ += r_step_.below(1500);
+      for (auto& node : nodes_) {
+        if (node.store) node.store->tick();
+      }
+    });
     if (faults) add_faults(add);
     std::uint64_t total = 0;
     for (const auto& c : choices) total += static_cast<std::uint64_t>(c.weight);
@@ -751,6 +796,7 @@ class World {
             nodes_[n].copy = disk_.copy(nodes_[n].dir);
             // What the copy holds: the durable changes (in the simulator, the acknowledged ones).
             nodes_[n].copy_seq = 0;
+            nodes_[n].copy_incarnation = nodes_[n].store->incarnation();
             auto list = by_origin_.find({nodes_[n].name, nodes_[n].store->incarnation()});
             if (list != by_origin_.end()) {
               for (auto idx : list->second) {
@@ -764,8 +810,10 @@ class World {
         if (swarm_.node_restore && node.copy)
           add(w, [this, n] {
             fault("node-restore", nodes_[n].name + " from its older copy");
-            const std::uint64_t copied_seq = nodes_[n].copy_seq;
             const std::uint64_t inc = nodes_[n].store->incarnation();
+            // What the copy holds of this life of the node: nothing, if it is from another.
+            const std::uint64_t copied_seq =
+                nodes_[n].copy_incarnation == inc ? nodes_[n].copy_seq : 0;
             stop_node(n, "restored from an older copy");
             destroy(n, inc, copied_seq);
             disk_.restore(nodes_[n].dir, *nodes_[n].copy);
@@ -779,7 +827,12 @@ class World {
             stop_node(n, "wiped");
             destroy(n, inc, 0);
             disk_.wipe(nodes_[n].dir);
+            nodes_[n].copy.reset();  // the operator's backups go with the data they were of
             nodes_[n].deleted_here.clear();
+            // The operator tells the syncer (kvsync --forget-node, which restarts it), or it
+            // refuses the new directory.
+            forget_.insert(nodes_[n].name);
+            if (syncer_.up) stop_syncer("restarted by the operator to forget " + nodes_[n].name);
           });
       }
       if (swarm_.partition) {
@@ -1051,6 +1104,7 @@ class World {
         return "node " + node.name + " has " + std::to_string(st.unsynced) + " unsynced changes";
       }
       if (node.store->queued_commits() != 0) return "node " + node.name + " has queued commits";
+      if (node.store->degraded()) return "node " + node.name + " cannot write its disk";
     }
     for (std::size_t i = 0; i < syncer_.nodes.size(); ++i) {
       if (syncer_.conn[i] == 0) return "link " + nodes_[syncer_.nodes[i]].name + " is down";
@@ -1157,6 +1211,7 @@ class World {
   std::map<std::pair<std::string, std::uint64_t>, std::vector<std::size_t>> by_origin_;
   std::map<std::pair<std::string, std::uint64_t>, std::size_t> cursor_checked_;
   std::set<std::string> deleted_ids_;  // ids some node durably deleted
+  std::set<std::string> forget_;       // wiped nodes the syncer forgets when it next starts
   std::deque<std::string> tail_;
 };
 
