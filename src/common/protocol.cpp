@@ -171,6 +171,7 @@ MsgType type_of(const Request& req) {
         if constexpr (std::is_same_v<T, msg::Wait>) return MsgType::kWait;
         if constexpr (std::is_same_v<T, msg::Fetch>) return MsgType::kFetch;
         if constexpr (std::is_same_v<T, msg::Apply>) return MsgType::kApply;
+        if constexpr (std::is_same_v<T, msg::Dump>) return MsgType::kDump;
       },
       req);
 }
@@ -225,7 +226,8 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.synced_upto);
   w.varint(m.id_floor);
   w.varint(m.purge_upto);
-  w.u8((m.reset ? kApplyReset : 0) | (m.rebirth ? kApplyRebirth : 0) | (m.adopt ? kApplyAdopt : 0));
+  w.u8((m.reset ? kApplyReset : 0) | (m.rebirth ? kApplyRebirth : 0) | (m.adopt ? kApplyAdopt : 0) |
+       (m.marks_current ? kApplyMarksCurrent : 0) | (m.hold ? kApplyHold : 0));
   w.varint(m.changes.size());
   for (const auto& c : m.changes) {
     w.varint(c.stamp);
@@ -238,6 +240,22 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.after_stamp);
   w.varint(m.log_id);
   w.varint(m.incarnation);
+}
+void write_payload(Writer& w, const msg::Dump& m) {
+  w.str(m.after);
+  w.varint(m.limit);
+}
+void write_payload(Writer& w, const msg::Dumped& m) {
+  w.varint(m.items.size());
+  for (const auto& c : m.items) {
+    w.varint(c.stamp);
+    w.str(c.origin);
+    w.varint(c.origin_seq);
+    w.item(c.item);
+  }
+  w.str(m.next);
+  write_marks(w, m.cursors);
+  w.varint(m.seq);
 }
 void write_payload(Writer& w, const msg::Pong&) {}
 void write_payload(Writer& w, const msg::StatusReply& m) {
@@ -370,10 +388,14 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.id_floor = r.varint();
       m.purge_upto = r.varint();
       const std::uint8_t flags = r.u8();
-      if (flags & ~(kApplyReset | kApplyRebirth | kApplyAdopt)) return std::nullopt;
+      if (flags & ~(kApplyReset | kApplyRebirth | kApplyAdopt | kApplyMarksCurrent | kApplyHold)) {
+        return std::nullopt;
+      }
       m.reset = flags & kApplyReset;
       m.rebirth = flags & kApplyRebirth;
       m.adopt = flags & kApplyAdopt;
+      m.marks_current = flags & kApplyMarksCurrent;
+      m.hold = flags & kApplyHold;
       const std::uint64_t n = r.varint();
       if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
       m.changes.reserve(std::min(n, kMaxReserve));
@@ -390,6 +412,12 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.after_stamp = r.varint();
       m.log_id = r.varint();
       m.incarnation = r.varint();
+      return m;
+    }
+    case MsgType::kDump: {
+      msg::Dump m;
+      m.after = r.str(kMaxIdBytes);
+      m.limit = r.varint();
       return m;
     }
     default:
@@ -475,6 +503,24 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       m.incarnation = r.varint();
       return m;
     }
+    case MsgType::kDump: {
+      msg::Dumped m;
+      const std::uint64_t n = r.varint();
+      if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
+      m.items.reserve(std::min(n, kMaxReserve));
+      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
+        StampedChange c;
+        c.stamp = r.varint();
+        c.origin = r.str(kMaxNameBytes);
+        c.origin_seq = r.varint();
+        c.item = r.item();
+        m.items.push_back(std::move(c));
+      }
+      m.next = r.str(kMaxIdBytes);
+      if (!read_marks(r, m.cursors)) return std::nullopt;
+      m.seq = r.varint();
+      return m;
+    }
     default:
       return std::nullopt;
   }
@@ -493,6 +539,7 @@ bool known_request_type(std::uint8_t t) {
     case MsgType::kWait:
     case MsgType::kFetch:
     case MsgType::kApply:
+    case MsgType::kDump:
       return true;
     default:
       return false;

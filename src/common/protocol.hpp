@@ -43,6 +43,8 @@ inline constexpr std::uint64_t kMaxWaitMs = 60 * 1000;  // WAIT's timeout is cla
 inline constexpr std::uint8_t kApplyReset = 0x01;
 inline constexpr std::uint8_t kApplyRebirth = 0x02;
 inline constexpr std::uint8_t kApplyAdopt = 0x04;
+inline constexpr std::uint8_t kApplyMarksCurrent = 0x08;
+inline constexpr std::uint8_t kApplyHold = 0x10;
 
 // A response carries the request's type with this bit set, or kError.
 inline constexpr std::uint8_t kResponseBit = 0x80;
@@ -59,6 +61,7 @@ enum class MsgType : std::uint8_t {
   kWait = 0x15,
   kFetch = 0x20,
   kApply = 0x21,
+  kDump = 0x22,
   kError = 0xFF,
 };
 
@@ -199,10 +202,13 @@ struct Apply {
   bool reset = false;
   std::vector<StampedChange> changes;
   std::uint64_t stamp_high = 0;  // the syncer's latest stamp (how far behind the node is)
-  // Sent when the batch brings the node up to the log's latest stamp: for every node, how far
-  // its local changes are stamped, hence now applied here (read-your-writes; at most
-  // kMaxSessionMarks).
+  // For every node the log knows, how far its local changes are in the stamps up to
+  // upto_stamp (at most kMaxSessionMarks). The node keeps them: should the syncer's log be lost,
+  // they tell a new one which changes it need not fetch again (docs/sync.md, "A lost log").
+  // With `marks_current` (the batch brings the node up to the log's latest stamp) they are
+  // also session marks: the node now holds every node's changes up to them (read-your-writes).
   std::vector<SessionMark> marks;
+  bool marks_current = false;
   std::uint64_t after_stamp = 0;
   std::uint64_t log_id = 0;  // the syncer log that stamped these changes
   // The node's incarnation the syncer means (0: any): a batch for another life of its data
@@ -210,6 +216,15 @@ struct Apply {
   std::uint64_t incarnation = 0;
   bool rebirth = false;
   bool adopt = false;  // the node takes this log as its own (after the log was rebuilt)
+  bool hold = false;   // the node keeps its write fence (a rebuild's claim: no id floor yet)
+};
+
+// Sync: what a syncer rebuilding a lost log needs of the node (docs/sync.md, "A lost log"):
+// its stamped values (tombstones included; not the items holding an unsynced local change),
+// in id order after `after` (exclusive), at most `limit` and about kBatchBytes.
+struct Dump {
+  std::string after;
+  std::uint64_t limit = 0;
 };
 
 // Responses.
@@ -234,6 +249,15 @@ struct Changes {
   std::uint64_t seq_high = 0;
   std::vector<Change> changes;
 };
+struct Dumped {
+  std::vector<StampedChange> items;
+  std::string next;  // pass as Dump::after for the next page; empty when this was the last
+  // The cursors of the log the node follows, as its last APPLY gave them (first page only).
+  std::vector<SessionMark> cursors;
+  // The node's change sequence when the page was read: its items left out for an unsynced
+  // change have that change at or below it.
+  std::uint64_t seq = 0;
+};
 struct Applied {
   std::uint64_t applied_stamp = 0;
   std::uint64_t synced_upto = 0;
@@ -250,10 +274,11 @@ struct Error {
 };
 }  // namespace msg
 
-using Request = std::variant<msg::Ping, msg::Status, msg::Auth, msg::Create, msg::Get, msg::List,
-                             msg::Update, msg::Delete, msg::Wait, msg::Fetch, msg::Apply>;
+using Request =
+    std::variant<msg::Ping, msg::Status, msg::Auth, msg::Create, msg::Get, msg::List, msg::Update,
+                 msg::Delete, msg::Wait, msg::Fetch, msg::Apply, msg::Dump>;
 using Response = std::variant<msg::Pong, msg::StatusReply, msg::ItemReply, msg::ItemsReply,
-                              msg::Changes, msg::Applied, msg::Waited, msg::Error>;
+                              msg::Changes, msg::Applied, msg::Waited, msg::Dumped, msg::Error>;
 
 // Appends one whole frame.
 void encode_request(std::string& out, std::uint32_t request_id, const Request& req);

@@ -59,6 +59,8 @@ std::string_view type_name(proto::MsgType t) {
       return "fetch";
     case proto::MsgType::kApply:
       return "apply";
+    case proto::MsgType::kDump:
+      return "dump";
     default:
       return "unknown";
   }
@@ -142,10 +144,11 @@ class ServerMetrics {
 std::optional<Error> refusal(const BinaryOptions& options, bool authed, const proto::Request& req) {
   if (options.secret.empty() || authed) return std::nullopt;
   const bool sync_op = std::holds_alternative<proto::msg::Fetch>(req) ||
-                       std::holds_alternative<proto::msg::Apply>(req);
+                       std::holds_alternative<proto::msg::Apply>(req) ||
+                       std::holds_alternative<proto::msg::Dump>(req);
   if (sync_op) {
     return Error{proto::ErrorCode::kUnauthenticated,
-                 "FETCH and APPLY need the cluster secret: send AUTH first (kvsync "
+                 "FETCH, APPLY and DUMP need the cluster secret: send AUTH first (kvsync "
                  "--secret-file FILE)"};
   }
   if (options.client_auth && !std::holds_alternative<proto::msg::Ping>(req)) {

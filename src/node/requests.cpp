@@ -56,6 +56,8 @@ Answer answer(Store& store, proto::Request& req, const ServerFacts& facts) {
           return Error{proto::ErrorCode::kUnknownType, "answered by the session"};
         } else if constexpr (std::is_same_v<T, proto::msg::Fetch>) {
           return store.fetch(m.after_seq, m.limit);
+        } else if constexpr (std::is_same_v<T, proto::msg::Dump>) {
+          return store.dump_stamped(m.after, m.limit);
         } else {
           static_assert(std::is_same_v<T, proto::msg::Apply>);
           return to_response(store.apply(m));

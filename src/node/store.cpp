@@ -71,7 +71,9 @@ struct Store::Impl {
   // Read-your-writes: how far each other node's changes are applied here, as the syncer last
   // said (Apply::marks). Memory only: after a restart the syncer's first APPLY brings them.
   std::map<std::string, SessionMark, std::less<>> marks;
-  std::uint64_t syncer_stamp = 0;  // Apply::stamp_high, the latest heard
+  // The syncer log's cursors as of the applied stamp (Apply::marks, kept on disk): what a syncer
+  // rebuilding a lost log needs to know of which changes it must not fetch again.
+  std::map<std::string, SessionMark, std::less<>> log_cursors;
   bool fenced = false;    // client writes wait for the first APPLY (StoreOptions::await_syncer)
   bool degraded = false;  // the database could not be reopened after a failed write
   std::chrono::steady_clock::time_point last_recovery;
@@ -114,6 +116,7 @@ struct Store::Impl {
     changelog.clear();
     changes_of.clear();
     tombstones.clear();
+    log_cursors.clear();
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
   std::uint64_t submit(storage::Batch& batch);
@@ -211,6 +214,17 @@ void Store::Impl::load() {
         e->base_seq = 0;  // unknown: format 1 kept no history
       }
       log_change(seq, std::move(*e));
+      return true;
+    });
+  }
+  if (st.ok()) {
+    st = db->scan(kCursorPrefix, [&](std::string_view key, std::string_view bytes) {
+      auto c = decode_cursor(bytes);
+      if (!c || !valid_node_name(key.substr(1))) {
+        throw StoreError("data directory " + options.dir.string() + ": a cursor record is corrupt");
+      }
+      log_cursors[std::string(key.substr(1))] =
+          SessionMark{std::string(key.substr(1)), c->first, c->second};
       return true;
     });
   }
@@ -549,6 +563,7 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   }
   Meta next = im.meta;
   if (batch.log_id != 0) next.log_id = batch.log_id;
+  next.syncer_stamp = std::max({next.syncer_stamp, batch.stamp_high, batch.upto_stamp});
   next.purged_upto = std::max(next.purged_upto, batch.purge_upto);
   storage::Batch wb;
   if (batch.rebirth) {
@@ -600,9 +615,15 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
         // own delete, fetched after this delete's tombstone was compacted, would otherwise bring
         // the item back (found by kvsim, seed 530).
         if (!c.item.deleted) continue;
-      } else if (!stamped_beats(c.item.deleted, c.stamp, rec->deleted, rec->stamp)) {
+      } else if (rec->local_seq == 0 &&
+                 !stamped_beats(c.item.deleted, c.stamp, rec->deleted, rec->stamp)) {
         continue;  // an older or equal value: applying it again changes nothing
       }
+      // A value of the node's own that the log holds (not pending, not yet come back stamped)
+      // gives way to the log's latest value of the item, which is at least as late: this very
+      // change, or what beat it. (Its record's stamp is the one it was made on, which rule R
+      // cannot compare: found by kvsim, seed 41, where a local delete so kept its place and
+      // never became the stamped tombstone a rebuilt log needed.)
     }
     const char* op = !rec ? "create" : c.item.deleted ? "delete" : "update";
     Record r;
@@ -654,19 +675,57 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     wb.Delete(item_key(id));
     im.erase(id);
   }
+  if (!batch.marks.empty()) {
+    std::map<std::string, SessionMark, std::less<>> cursors;
+    for (const auto& m : batch.marks) cursors[m.node] = m;
+    for (const auto& [name, m] : im.log_cursors) {
+      if (!cursors.count(name)) wb.Delete(std::string(kCursorPrefix) + name);
+    }
+    for (const auto& [name, m] : cursors) {
+      auto old = im.log_cursors.find(name);
+      if (old == im.log_cursors.end() || !(old->second == m)) {
+        wb.Put(std::string(kCursorPrefix) + name, encode_cursor(m.incarnation, m.seq));
+      }
+    }
+    im.log_cursors = std::move(cursors);
+  }
   im.meta = next;
-  im.fenced = false;                              // ids above id_floor are free
+  if (!batch.hold) im.fenced = false;             // ids above id_floor are free
   const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
   for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
   im.pending_settled.emplace_back(ticket, Impl::Settled{next.applied_stamp, next.synced_upto});
   im.submit(wb);
   if (im.failed(ticket)) return im.storage_error();
-  im.syncer_stamp = std::max(im.syncer_stamp, std::max(batch.stamp_high, batch.upto_stamp));
-  // Taken as given, lower ones too: the syncer sends marks only with a batch that brings the
-  // node up to its latest stamp, and a cursor moved back (a restored node) must move them back.
-  for (const auto& m : batch.marks) im.marks[m.node] = m;
+  // Session marks are taken as given, lower ones too, from a batch that brings the node up to
+  // the syncer's latest stamp (a cursor moved back must move them back).
+  if (batch.marks_current) {
+    for (const auto& m : batch.marks) im.marks[m.node] = m;
+  }
   return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size(),
                              next.incarnation};
+}
+
+proto::msg::Dumped Store::dump_stamped(std::string_view after, std::uint64_t limit) const {
+  const auto& im = *impl_;
+  proto::msg::Dumped out;
+  out.seq = im.meta.seq;
+  if (limit == 0) limit = proto::kDefaultListLimit;
+  if (after.empty()) {
+    for (const auto& [name, m] : im.log_cursors) out.cursors.push_back(m);
+  }
+  auto it = after.empty() ? im.items.begin() : im.items.upper_bound(after);
+  std::size_t bytes = 0;
+  for (; it != im.items.end(); ++it) {
+    const Record& r = it->second;
+    if (r.local_seq != 0 || r.stamp == 0) continue;  // not a stamped value (yet)
+    if (out.items.size() == limit || bytes >= proto::kBatchBytes) {
+      out.next = out.items.back().item.id;
+      break;
+    }
+    out.items.push_back(StampedChange{r.stamp, r.origin, r.origin_seq, visible(it->first, r)});
+    bytes += encoded_size(out.items.back().item) + r.origin.size() + 8;
+  }
+  return out;
 }
 
 SessionState Store::session(const std::vector<SessionMark>& want,
@@ -746,7 +805,7 @@ NodeStatus Store::status() const {
   s.items = impl_->items.size() - impl_->tombstones.size();
   s.tombstones = impl_->tombstones.size();
   s.unsynced = impl_->changelog.size();
-  s.syncer_stamp = std::max(impl_->syncer_stamp, m.applied_stamp);
+  s.syncer_stamp = std::max(m.syncer_stamp, m.applied_stamp);
   return s;
 }
 

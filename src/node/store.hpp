@@ -103,6 +103,8 @@ class Store {
   // Sync operations.
   proto::msg::Changes fetch(std::uint64_t after_seq, std::uint64_t limit) const;
   Result<proto::msg::Applied> apply(const proto::msg::Apply& batch);
+  // One page of the stamped values (DUMP: a syncer rebuilding a lost log).
+  proto::msg::Dumped dump_stamped(std::string_view after, std::uint64_t limit) const;
 
   NodeStatus status() const;
   std::vector<StoredItem> dump() const;    // every item, tombstones included, in id order

@@ -28,6 +28,7 @@ std::string encode_meta(const Meta& m) {
   w.varint(m.max_id_number);
   w.varint(m.log_id);
   w.varint(m.purged_upto);
+  w.varint(m.syncer_stamp);
   return out;
 }
 
@@ -46,6 +47,7 @@ std::optional<Meta> decode_meta(std::string_view bytes) {
   if (format >= 2) {
     m.log_id = r.varint();
     m.purged_upto = r.varint();
+    m.syncer_stamp = r.varint();
   }
   if (!r.done() || m.synced_upto > m.seq) return std::nullopt;
   return m;
@@ -82,6 +84,22 @@ std::optional<Record> decode_record(std::string_view bytes) {
   rec.title = r.str(proto::kMaxTitleBytes);
   if (!r.done()) return std::nullopt;
   return rec;
+}
+
+std::string encode_cursor(std::uint64_t incarnation, std::uint64_t seq) {
+  std::string out;
+  proto::Writer w(out);
+  w.varint(incarnation);
+  w.varint(seq);
+  return out;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> decode_cursor(std::string_view bytes) {
+  proto::Reader r(bytes_of(bytes));
+  const std::uint64_t incarnation = r.varint();
+  const std::uint64_t seq = r.varint();
+  if (!r.done()) return std::nullopt;
+  return std::make_pair(incarnation, seq);
 }
 
 std::string encode_change(const ChangeEntry& e) {

@@ -15,6 +15,9 @@ namespace kv::node {
 inline constexpr std::string_view kMetaKey = "m";       // the Meta record
 inline constexpr std::string_view kItemPrefix = "i";    // "i" + be64(number) + name -> Record
 inline constexpr std::string_view kChangePrefix = "c";  // "c" + be64(seq) -> ChangeEntry
+// "k" + node name -> varint incarnation, varint seq: the syncer log's cursor for that node, as
+// of this node's applied stamp (Apply::marks), kept for a syncer that must rebuild its log.
+inline constexpr std::string_view kCursorPrefix = "k";
 
 // Records are written in format 2; format 1 is still read (docs/storage.md).
 inline constexpr std::uint8_t kFormatVersion = 2;
@@ -30,6 +33,9 @@ struct Meta {
   std::uint64_t max_id_number = 0;  // the largest id number seen; new ids take the next one
   std::uint64_t log_id = 0;         // the syncer log its applied stamps come from (0: none yet)
   std::uint64_t purged_upto = 0;    // tombstones stamped at or below this were compacted
+  // The highest stamp the syncer said it had handed out (Apply::stamp_high): a syncer whose log
+  // is below it started from an older copy of its log (docs/sync.md, "A lost log").
+  std::uint64_t syncer_stamp = 0;
 
   friend bool operator==(const Meta&, const Meta&) = default;
 };
@@ -67,6 +73,8 @@ std::optional<Meta> decode_meta(std::string_view bytes);
 std::string encode_record(const Record& r);
 std::optional<Record> decode_record(std::string_view bytes);
 
+std::string encode_cursor(std::uint64_t incarnation, std::uint64_t seq);
+std::optional<std::pair<std::uint64_t, std::uint64_t>> decode_cursor(std::string_view bytes);
 std::string encode_change(const ChangeEntry& e);
 std::optional<ChangeEntry> decode_change(std::string_view bytes);
 

@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
     ("nodes", po::value(&nodes)->default_value("127.0.0.1:7001,127.0.0.1:7002"),
      "comma-separated binary-protocol addresses of the nodes (any number)")
     ("data", po::value(&data)->required(), "the syncer's data directory (its log)")
+    ("restored-log", po::bool_switch(&options.restored_log),
+     "the data directory was put back from a copy: stamp nothing until every configured node "
+     "has reported, and rebuild the log from them if it is older than what they hold")
     ("forget-node", po::value(&options.forget)->composing(),
      "forget this node first (repeatable): it was removed for good, or its data directory was "
      "wiped; if it comes back it is resynced from scratch. Also: kvsync forget-node NAME --data "

@@ -31,7 +31,7 @@ std::string varint_bytes(std::uint64_t v) {
 struct SyncLog::Impl {
   SyncLogOptions options;
   std::unique_ptr<storage::Engine> db;
-  bool created = false;
+  bool closed_cleanly = true;
   LogMeta meta;
   std::unordered_map<std::string, StampedChange> latest;
   std::set<std::pair<std::uint64_t, std::string>> by_stamp;
@@ -114,13 +114,7 @@ void SyncLog::Impl::load() {
     });
   }
   if (!st.ok()) corrupt(st.ToString());
-  if (meta.log_id == 0) {
-    // A log written before logs had an id gets one now.
-    meta.log_id = random() | 1;
-    storage::Batch b;
-    put_meta(b, meta);
-    write(b, true);
-  }
+  if (meta.log_id == 0) meta.log_id = random() | 1;  // written before logs had an id
 }
 
 SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
@@ -128,20 +122,34 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
   storage::Disk& disk = impl_->options.disk ? *impl_->options.disk : storage::real_disk();
   auto opened = disk.open(impl_->options.dir);
   impl_->db = std::move(opened.engine);
-  impl_->created = opened.created;
   if (opened.created) {
     impl_->meta.log_id = impl_->random() | 1;  // never 0, which means "none"
-    storage::Batch b;
-    impl_->put_meta(b, impl_->meta);
-    // Synced whatever the durability: a log whose creation a power loss undid would be a
-    // directory without its meta record, which refuses to open (found by kvsim, power-loss).
-    impl_->write(b, true);
+    impl_->meta.unverified = true;             // it knows none of the nodes' stamps yet
   } else {
     impl_->load();
+    impl_->closed_cleanly = !impl_->meta.open;
   }
+  // Marked open until a clean close; synced whatever the durability: a log whose creation a
+  // power loss undid would be a directory without its meta record, which refuses to open
+  // (found by kvsim, power-loss).
+  impl_->meta.open = true;
+  storage::Batch b;
+  impl_->put_meta(b, impl_->meta);
+  impl_->write(b, true);
 }
 
-SyncLog::~SyncLog() = default;
+void SyncLog::leave_open() {
+  impl_->db.reset();
+}
+
+SyncLog::~SyncLog() {
+  if (!impl_ || !impl_->db) return;
+  LogMeta meta = impl_->meta;
+  meta.open = false;
+  storage::Batch b;
+  impl_->put_meta(b, meta);
+  impl_->db->write(b, true);  // a failure only means the next open takes it for a crash
+}
 
 std::uint64_t SyncLog::counter() const {
   return impl_->meta.counter;
@@ -152,8 +160,41 @@ std::size_t SyncLog::size() const {
 std::uint64_t SyncLog::log_id() const {
   return impl_->meta.log_id;
 }
-bool SyncLog::created() const {
-  return impl_->created;
+std::uint64_t SyncLog::rebuild_id() const {
+  return impl_->meta.rebuild_id;
+}
+std::uint64_t SyncLog::begin_rebuild() {
+  auto& im = *impl_;
+  if (im.meta.rebuild_id != 0) return im.meta.rebuild_id;
+  LogMeta meta = im.meta;
+  meta.rebuild_id = im.random() | 1;
+  storage::Batch b;
+  im.put_meta(b, meta);
+  im.write(b, true);
+  im.meta = meta;
+  return meta.rebuild_id;
+}
+bool SyncLog::fresh() const {
+  return impl_->meta.counter == 0 && impl_->nodes.empty() && impl_->latest.empty();
+}
+bool SyncLog::closed_cleanly() const {
+  return impl_->closed_cleanly;
+}
+bool SyncLog::sync_writes() const {
+  return impl_->options.sync_writes;
+}
+bool SyncLog::unverified() const {
+  return impl_->meta.unverified;
+}
+void SyncLog::set_unverified(bool unverified) {
+  auto& im = *impl_;
+  if (im.meta.unverified == unverified) return;
+  LogMeta meta = im.meta;
+  meta.unverified = unverified;
+  storage::Batch b;
+  im.put_meta(b, meta);
+  im.write(b, true);
+  im.meta = meta;
 }
 std::uint64_t SyncLog::purged_upto() const {
   return impl_->meta.purged_upto;
@@ -175,9 +216,10 @@ std::vector<std::pair<std::string, NodeRecord>> SyncLog::nodes() const {
   return {impl_->nodes.begin(), impl_->nodes.end()};
 }
 
-void SyncLog::admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied) {
+void SyncLog::admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied,
+                    std::uint64_t cursor) {
   auto& im = *impl_;
-  NodeRecord rec{incarnation, 0, applied, false, {}};
+  NodeRecord rec{incarnation, cursor, applied, false, {}, 0, 0};
   if (auto old = im.nodes.find(name); old != im.nodes.end()) {
     rec.retired = old->second.retired;
     if (old->second.incarnation != incarnation) rec.retired.push_back(old->second.incarnation);
@@ -186,10 +228,10 @@ void SyncLog::admit(const std::string& name, std::uint64_t incarnation, std::uin
   storage::Batch b;
   im.delete_history(b, name);
   im.put_node(b, name, rec);
-  b.Put(history_key(name, im.meta.counter), varint_bytes(0));
+  b.Put(history_key(name, im.meta.counter), varint_bytes(cursor));
   im.write(b, true);
   im.nodes[name] = rec;
-  im.history[name][im.meta.counter] = 0;
+  im.history[name][im.meta.counter] = cursor;
   ++im.marks_version;
 }
 
@@ -221,6 +263,18 @@ void SyncLog::readmit(const std::string& name) {
   it->second = rec;
   im.history[name][im.meta.counter] = rec.cursor;
   ++im.marks_version;
+}
+
+void SyncLog::recheck(const std::string& name, std::uint64_t seq) {
+  auto& im = *impl_;
+  auto it = im.nodes.find(name);
+  if (it == im.nodes.end() || it->second.recheck_upto >= seq) return;
+  NodeRecord rec = it->second;
+  rec.recheck_upto = seq;
+  storage::Batch b;
+  im.put_node(b, name, rec);
+  im.write(b, true);
+  it->second = rec;
 }
 
 void SyncLog::note_applied(const std::string& name, std::uint64_t applied) {
@@ -275,6 +329,14 @@ std::vector<SessionMark> SyncLog::marks() const {
   return out;
 }
 
+std::vector<SessionMark> SyncLog::marks_at(std::uint64_t stamp) const {
+  std::vector<SessionMark> out;
+  for (const auto& [node, c] : impl_->nodes) {
+    if (!c.forgotten) out.push_back({node, c.incarnation, cursor_at(node, c.incarnation, stamp)});
+  }
+  return out;
+}
+
 SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnation,
                                 const std::vector<Change>& changes, std::uint64_t next_cursor) {
   auto& im = *impl_;
@@ -302,7 +364,8 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
     // delete beats any update (rule R). Stamp the delete again.
     const bool was_in_log =
         c.base_stamp > 0 || (c.base_seq > 0 && c.base_seq <= known->second.cursor);
-    if (it == im.latest.end() && was_in_log) {
+    const bool check_compacted = c.seq <= known->second.recheck_upto;
+    if (it == im.latest.end() && was_in_log && check_compacted) {
       e.item.deleted = true;
       out.redeleted.push_back(c);
     } else if (it != im.latest.end() &&
@@ -406,6 +469,48 @@ std::size_t SyncLog::purge(std::uint64_t horizon) {
     im.latest.erase(it);
   }
   return gone.size();
+}
+
+void SyncLog::rebuild(const Rebuilt& r) {
+  auto& im = *impl_;
+  storage::Batch b;
+  for (const auto& [id, e] : im.latest) b.Delete(std::string(kEntryPrefix) + id);
+  for (const auto& [name, rec] : im.nodes) b.Delete(node_key(name));
+  for (const auto& [name, h] : im.history) {
+    for (const auto& [stamp, seq] : h) b.Delete(history_key(name, stamp));
+  }
+  LogMeta meta{r.counter,
+               std::min(r.purged_upto, r.counter),
+               r.max_id_number,
+               im.meta.rebuild_id != 0 ? im.meta.rebuild_id : im.random() | 1,
+               true,
+               0,
+               false};
+  for (const auto& e : r.entries) {
+    b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
+    if (auto n = item_id_number(e.item.id)) meta.max_id_number = std::max(meta.max_id_number, *n);
+  }
+  for (const auto& [name, rec] : r.nodes) {
+    im.put_node(b, name, rec);
+    b.Put(history_key(name, r.counter), varint_bytes(rec.cursor));
+  }
+  im.put_meta(b, meta);
+  im.write(b, true);
+  im.meta = meta;
+  im.latest.clear();
+  im.by_stamp.clear();
+  im.tombstones.clear();
+  for (const auto& e : r.entries) {
+    im.latest.emplace(e.item.id, e);
+    im.index(e);
+  }
+  im.nodes.clear();
+  im.history.clear();
+  for (const auto& [name, rec] : r.nodes) {
+    im.nodes[name] = rec;
+    im.history[name][r.counter] = rec.cursor;
+  }
+  ++im.marks_version;
 }
 
 std::vector<StampedChange> SyncLog::snapshot() const {

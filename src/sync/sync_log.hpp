@@ -45,23 +45,40 @@ class SyncLog {
   std::uint64_t counter() const;  // the highest stamp handed out
   std::size_t size() const;       // items (tombstones included) in the log
   std::uint64_t log_id() const;   // random, fixed when the log was created
-  // True when the log was created by this open (it knows no stamp and no node).
-  bool created() const;
+  // The id a rebuild in progress will give the log (0: none): nodes it claimed carry it.
+  std::uint64_t rebuild_id() const;
+  // Starts a rebuild: picks its id (or keeps the one of a rebuild a crash interrupted) and
+  // stores it, durably, before any node is told to take it.
+  std::uint64_t begin_rebuild();
+  // True when the log knows no stamp and no node (just created, or never used).
+  bool fresh() const;
+  // False when the process that had it open before did not close it cleanly (a crash): with
+  // sync_writes off, its last writes may then be lost.
+  bool closed_cleanly() const;
+  bool sync_writes() const;  // SyncLogOptions::sync_writes
+  // A new log, and one kvsync --restored-log points at, is unverified (durably) until every
+  // configured node has reported without showing it older, or it was rebuilt from them.
+  bool unverified() const;
+  void set_unverified(bool unverified);
 
   // ---- Nodes ----
   // The node's record, if the log knows it.
   std::optional<NodeRecord> node(const std::string& name) const;
   std::vector<std::pair<std::string, NodeRecord>> nodes() const;
   // Starts a record for `name` in `incarnation` (a node seen for the first time, or one that
-  // took a new incarnation, whose old one is kept as retired), with its cursor at 0; durable on
-  // return.
-  void admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied);
+  // took a new incarnation, whose old one is kept as retired), with its cursor at `cursor` (the
+  // node's synced_upto: what it counts as synced already); durable on return.
+  void admit(const std::string& name, std::uint64_t incarnation, std::uint64_t applied,
+             std::uint64_t cursor = 0);
   // Forgets the node (docs/sync.md, "Removing a node"): it no longer holds compaction back, and
   // another data directory may take its name. Durable on return. Returns false when the log did
   // not know it (or had forgotten it already).
   bool forget(const std::string& name);
   // A forgotten node's very data directory is back: it counts again, its cursor where it was.
   void readmit(const std::string& name);
+  // Its changes up to `seq` are to be checked against compacted deletes (NodeRecord::
+  // recheck_upto); durable on return.
+  void recheck(const std::string& name, std::uint64_t seq);
   // The node reports its durable applied stamp: kept for compaction (a node that is away still
   // holds compaction back) and to drop the cursor history it no longer needs. Not synced: a
   // value lost in a crash is only lower, which is safe.
@@ -77,6 +94,8 @@ class SyncLog {
   // Every known node's cursor as a session mark: once a node has applied every stamp up to
   // counter(), it holds each node's changes up to these (read-your-writes, docs/sync.md).
   std::vector<SessionMark> marks() const;
+  // The same as of `stamp` (cursor_at for every node).
+  std::vector<SessionMark> marks_at(std::uint64_t stamp) const;
   // Grows whenever a cursor changes (a node that holds the marks must hear them again).
   std::uint64_t marks_version() const;
 
@@ -86,15 +105,18 @@ class SyncLog {
     std::vector<StampedChange> accepted;  // what was stored under `stamp`
     std::vector<std::string> created;     // ids among `accepted` the log did not hold before
     std::vector<Change> dropped;          // updates that lost to a delete (rule R)
-    // Changes made on an item whose delete was compacted away (made on a value the log held, of
-    // an item it no longer holds): the delete is stamped again, as a tombstone in `accepted`, so
-    // that the node that made the change deletes the item too.
+    // Changes of a node that missed compaction, made on an item whose delete was compacted away
+    // (made on a value the log held, of an item it no longer holds): the delete is stamped
+    // again, as a tombstone in `accepted`, so that the node that made the change deletes the
+    // item too.
     std::vector<Change> redeleted;
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
   // holds, and moves the node's cursor to `next_cursor` (FETCH's seq_high), all in one durable
-  // write. The node must be known in this incarnation (admit()). Throws StoreError when it is
-  // not or the write fails (nothing changed then).
+  // write. Changes at or below the node's recheck_upto (it missed compaction) may have been
+  // made before their item's delete was compacted away (Stamped::redeleted). The node must be
+  // known in this incarnation (admit()). Throws StoreError when it is not or the write fails
+  // (nothing changed then).
   Stamped stamp(const std::string& node, std::uint64_t incarnation,
                 const std::vector<Change>& changes, std::uint64_t next_cursor);
 
@@ -117,6 +139,21 @@ class SyncLog {
 
   // Every item's latest stamped value, in stamp order (tests, the simulator, the checker).
   std::vector<StampedChange> snapshot() const;
+
+  // Replaces everything with a log rebuilt from the nodes (docs/sync.md, "A lost log"), under
+  // rebuild_id(): these entries, this counter, these node records (cursors at the counter). One
+  // durable write.
+  struct Rebuilt {
+    std::uint64_t counter = 0;
+    std::uint64_t purged_upto = 0;
+    std::uint64_t max_id_number = 0;
+    std::vector<StampedChange> entries;
+    std::vector<std::pair<std::string, NodeRecord>> nodes;
+  };
+  void rebuild(const Rebuilt& r);
+
+  // Drops the log without marking it closed cleanly, as a crash leaves it (the simulator).
+  void leave_open();
 
  private:
   struct Impl;

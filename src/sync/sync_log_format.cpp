@@ -24,6 +24,9 @@ std::string encode_meta(const LogMeta& m) {
   w.varint(m.purged_upto);
   w.varint(m.max_id_number);
   w.varint(m.log_id);
+  w.u8(m.open ? 1 : 0);
+  w.varint(m.rebuild_id);
+  w.u8(m.unverified ? 1 : 0);
   return out;
 }
 
@@ -35,7 +38,16 @@ std::optional<LogMeta> decode_meta(std::string_view bytes) {
   m.counter = r.varint();
   m.purged_upto = r.varint();
   m.max_id_number = r.varint();
-  if (format >= 2) m.log_id = r.varint();
+  if (format >= 2) {
+    m.log_id = r.varint();
+    const std::uint8_t open = r.u8();
+    if (open > 1) return std::nullopt;
+    m.open = open == 1;
+    m.rebuild_id = r.varint();
+    const std::uint8_t unverified = r.u8();
+    if (unverified > 1) return std::nullopt;
+    m.unverified = unverified == 1;
+  }
   if (!r.done() || m.purged_upto > m.counter) return std::nullopt;
   return m;
 }
@@ -49,6 +61,8 @@ std::string encode_node(const NodeRecord& n) {
   w.varint(n.forgotten ? 1 : 0);
   w.varint(n.retired.size());
   for (auto r : n.retired) w.varint(r);
+  w.varint(n.unsettled_upto);
+  w.varint(n.recheck_upto);
   return out;
 }
 
@@ -65,6 +79,8 @@ std::optional<NodeRecord> decode_node(std::string_view bytes) {
     const std::uint64_t retired = r.varint();
     if (retired > kMaxRetired) return std::nullopt;
     for (std::uint64_t i = 0; i < retired && r.ok(); ++i) n.retired.push_back(r.varint());
+    n.unsettled_upto = r.varint();
+    n.recheck_upto = r.varint();
   }
   if (!r.done()) return std::nullopt;
   return n;

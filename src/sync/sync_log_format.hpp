@@ -19,20 +19,27 @@ inline constexpr std::string_view kNodePrefix = "k";     // "k" + node name -> N
 inline constexpr std::string_view kHistoryPrefix = "h";  // "h" + name + be64(stamp) -> cursor
 
 // u8 format (2; 1 is still read), varint counter, purged_upto, max_id_number, then (format 2)
-// log_id.
+// log_id, open (u8: 1 while a process has it open, 0 once it closed it cleanly), rebuild_id,
+// unverified (u8).
 struct LogMeta {
   std::uint64_t counter = 0;        // the highest stamp handed out
   std::uint64_t purged_upto = 0;    // tombstones stamped at or below are compacted
   std::uint64_t max_id_number = 0;  // the largest id number the log ever held
   std::uint64_t log_id = 0;         // random, fixed when the log was created (0: format 1)
+  bool open = false;                // a process had it open and did not close it cleanly
+  // The id of the log a rebuild in progress will write, and has told nodes to take (0: none).
+  std::uint64_t rebuild_id = 0;
+  // New, or put back from a copy (kvsync --restored-log), and not yet checked against every
+  // configured node: it may know fewer stamps than they hold.
+  bool unverified = false;
   friend bool operator==(const LogMeta&, const LogMeta&) = default;
 };
 std::string encode_meta(const LogMeta& m);
 std::optional<LogMeta> decode_meta(std::string_view bytes);
 
 // What the log knows of one node (by name): varint incarnation, cursor, applied, flags (bit 0:
-// forgotten), then a varint count and that many retired incarnations. Format 1 records hold
-// the first two only.
+// forgotten), a varint count and that many retired incarnations, then unsettled_upto and
+// recheck_upto. Format 1 records hold the first two only.
 struct NodeRecord {
   std::uint64_t incarnation = 0;  // the life of its data directory the cursor belongs to
   std::uint64_t cursor = 0;       // its changes up to here are in the log
@@ -44,6 +51,14 @@ struct NodeRecord {
   // Its earlier lives that it left by a rebirth (restored from an older copy), newest last, at
   // most kMaxRetired: a copy from one of them is the same node, older still.
   std::vector<std::uint64_t> retired;
+  // After a rebuild: the node's sequence then. A value the lost log stamped may live on only as
+  // the ancestor of one of its pending changes, so the cursor says nothing to sessions until it
+  // passes this (0: nothing to wait for).
+  std::uint64_t unsettled_upto = 0;
+  // It missed compaction (forgotten, or put back from an older copy) and was resynced: its
+  // changes up to here may have been made on items whose deletes are compacted away, so they
+  // are checked against that as they are fetched (SyncLog::stamp's check_compacted).
+  std::uint64_t recheck_upto = 0;
   friend bool operator==(const NodeRecord&, const NodeRecord&) = default;
 };
 inline constexpr std::size_t kMaxRetired = 16;

@@ -1,11 +1,18 @@
 #include "sync/sync_machine.hpp"
 
 #include <algorithm>
+#include <map>
 
 namespace kv::sync {
 
 SyncMachine::SyncMachine(SyncLog& log, std::vector<std::string> addresses, MachineOptions options)
     : log_(log), options_(options) {
+  // A fresh log, or one whose writes may have been lost (not synced, and its last process did
+  // not close it), does not know what stamps the nodes hold: it waits to hear every node.
+  if (options_.restored_log) log_.set_unverified(true);
+  vouched_ = !log_.unverified() && (log_.sync_writes() || log_.closed_cleanly());
+  // A rebuild a crash interrupted goes on: the nodes it claimed carry its id.
+  if (log_.rebuild_id() != 0) vouched_ = false;
   for (auto& a : addresses) {
     Link l;
     l.view.address = std::move(a);
@@ -16,10 +23,6 @@ SyncMachine::SyncMachine(SyncLog& log, std::vector<std::string> addresses, Machi
 
 bool SyncMachine::all_reached() const {
   return std::all_of(links_.begin(), links_.end(), [](const Link& l) { return l.view.ever_up; });
-}
-
-bool SyncMachine::may_stamp() const {
-  return log_.counter() > 0 || all_reached();
 }
 
 std::uint64_t SyncMachine::cursor_of(const Link& l) const {
@@ -39,6 +42,30 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
       return refuse("the node at " + link.view.address + " is named '" + st.name +
                     "' like the node at " + links_[j].view.address + "; node names must differ");
     }
+  }
+  if (rebuild_ || needs_rebuild(st)) {
+    if (!rebuild_) {
+      verdict.warnings.push_back(
+          "node " + st.name + " holds stamps up to " + std::to_string(st.applied_stamp) +
+          " that the syncer's log (at stamp " + std::to_string(log_.counter()) +
+          (log_.fresh() ? ", new" : "") +
+          ") does not know: the log was lost or replaced; rebuilding it from every configured "
+          "node before stamping anything");
+      start_rebuild();
+    }
+    auto& v = link.view;
+    v.status = st;
+    v.refused.clear();
+    v.up = true;
+    v.applied_stamp = st.applied_stamp;
+    v.synced_upto = st.synced_upto;
+    if (v.ever_up) ++v.reconnects;
+    v.ever_up = true;
+    link.node_applied = st.memory_applied_stamp;
+    link.backoff = options_.backoff_initial;
+    link.fetch_in_flight = link.apply_in_flight = false;
+    reset_gathering(link);
+    return verdict;
   }
   bool reset = false, rebirth = false;
   const auto rec = log_.node(st.name);
@@ -88,7 +115,7 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
         st.name +
         "), and it is resynced from scratch; if it is another node, give "
         "it another name");
-  } else if (st.log_id != 0 && st.log_id != log_.log_id()) {
+  } else if (st.log_id != 0 && st.log_id != log_.log_id() && st.log_id != log_.rebuild_id()) {
     return refuse("node " + st.name + " at " + link.view.address +
                   " holds changes stamped by another syncer log; if it belongs to this "
                   "cluster, wipe its data directory (its changes that were never synced are "
@@ -100,7 +127,7 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
                                  " holds changes the log does not know of it: full resync");
       reset = true;
     }
-    log_.admit(st.name, st.incarnation, st.applied_stamp);
+    log_.admit(st.name, st.incarnation, st.applied_stamp, st.synced_upto);
   }
   // A node that applied stamps this log never issued means the log was replaced: never hand
   // those stamps out again.
@@ -124,6 +151,8 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
   link.send_from = reset ? 0 : st.memory_applied_stamp;
   link.needs_reset = reset;
   link.needs_rebirth = rebirth;
+  // Reset because it missed compaction: its pending changes are checked as they are fetched.
+  if (reset && !rebirth) log_.recheck(st.name, st.seq);
   link.greeted = false;
   link.purge_sent = 0;
   link.marks_sent = 0;
@@ -135,11 +164,149 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
   link.fetch_wanted = true;
   if (!v.ever_up) {
     v.ever_up = true;
-    if (may_stamp()) {
+    if (!vouched_ && all_reached()) {
+      // Every configured node has reported, none ahead of the log: it vouches for them all.
+      vouched_ = true;
+      log_.set_unverified(false);
       for (auto& l : links_) l.fetch_wanted = true;
     }
   }
   return verdict;
+}
+
+bool SyncMachine::marks_settled() const {
+  for (const auto& [name, rec] : log_.nodes()) {
+    if (!rec.forgotten && rec.cursor < rec.unsettled_upto) return false;
+  }
+  return true;
+}
+
+bool SyncMachine::needs_rebuild(const NodeStatus& st) const {
+  const bool ours = st.log_id == log_.log_id() || st.log_id == log_.rebuild_id();
+  // Stamps this log never handed out: applied there, or announced by it (a node that was
+  // connected while the log went on, even if it applied little of it).
+  if (st.applied_stamp > log_.counter()) return true;
+  if (ours && st.syncer_stamp > log_.counter()) return true;
+  if (log_.rebuild_id() != 0 && st.log_id == log_.rebuild_id()) return true;  // interrupted
+  // Following another log: one this log became after the copy it was put back from (a rebuild
+  // it does not remember), if the log knows the node; or any, while the log does not vouch for
+  // the nodes yet (new, restored, or crashed with unsynced writes).
+  const auto rec = log_.node(st.name);
+  const bool known = rec.has_value();
+  // Told that more of its changes are in the log than this log has: a newer state of the log
+  // told it so.
+  if (ours && rec && rec->incarnation == st.incarnation && st.synced_upto > rec->cursor) {
+    return true;
+  }
+  if (st.log_id != 0 && !ours && (known || !vouched_)) return true;
+  // History from a log that had no id (written before logs had one), told to a new log.
+  return log_.fresh() && (st.applied_stamp > 0 || st.synced_upto > 0);
+}
+
+void SyncMachine::start_rebuild() {
+  rebuild_ = Rebuild{log_.begin_rebuild()};
+  for (auto& l : links_) {
+    l.fetch_wanted = false;
+    reset_gathering(l);
+  }
+}
+
+void SyncMachine::reset_gathering(Link& l) {
+  l.claimed = false;
+  l.dump_in_flight = false;
+  l.dumped = false;
+  l.dump_after.clear();
+  l.dump_items.clear();
+  l.dump_cursors.clear();
+  l.dump_seq = 0;
+}
+
+std::optional<proto::msg::Dump> SyncMachine::next_dump(std::size_t i) {
+  Link& link = links_[i];
+  if (!rebuild_ || !link.view.up || !link.claimed || link.dumped || link.dump_in_flight) {
+    return std::nullopt;
+  }
+  link.dump_in_flight = true;
+  return proto::msg::Dump{link.dump_after, options_.batch_limit};
+}
+
+std::optional<std::string> SyncMachine::on_dumped(std::size_t i, const proto::msg::Dumped& d) {
+  Link& link = links_[i];
+  if (!rebuild_ || !link.dump_in_flight) return std::nullopt;
+  link.dump_in_flight = false;
+  if (link.dump_after.empty()) link.dump_cursors = d.cursors;
+  link.dump_items.insert(link.dump_items.end(), d.items.begin(), d.items.end());
+  link.dump_seq = d.seq;
+  if (!d.next.empty()) {
+    link.dump_after = d.next;
+    return std::nullopt;
+  }
+  link.dumped = true;
+  return finish_rebuild();
+}
+
+// Every configured node took the new log's id and told what it holds: the log becomes the
+// latest stamped value of each item any of them holds (rule R), its counter their highest
+// applied stamp, and each node's cursor the furthest any of them knew (docs/sync.md).
+std::optional<std::string> SyncMachine::finish_rebuild() {
+  for (const auto& l : links_) {
+    if (!l.view.up || !l.claimed || !l.dumped) return std::nullopt;
+  }
+  SyncLog::Rebuilt r;
+  for (const auto& l : links_) {
+    r.purged_upto = std::max(r.purged_upto, l.view.status.purged_upto);
+    // Past every stamp any node applied or heard of: the lost log may have handed out more
+    // than were applied, and none of those numbers may name another value now.
+    r.counter = std::max({r.counter, l.node_applied, l.view.status.syncer_stamp});
+    r.max_id_number = std::max(r.max_id_number, l.view.status.max_id_number);
+  }
+  r.counter = std::max(r.counter, log_.counter());
+  std::map<std::string, StampedChange> latest;
+  for (const auto& l : links_) {
+    // A node behind the compaction point may hold items whose deletes it never got.
+    if (l.node_applied < r.purged_upto) continue;
+    for (const auto& e : l.dump_items) {
+      auto [it, fresh] = latest.try_emplace(e.item.id, e);
+      if (!fresh &&
+          stamped_beats(e.item.deleted, e.stamp, it->second.item.deleted, it->second.stamp)) {
+        it->second = e;
+      }
+    }
+  }
+  for (auto& [id, e] : latest) r.entries.push_back(std::move(e));
+  for (const auto& n : links_) {
+    const auto& st = n.view.status;
+    std::uint64_t cursor = n.view.synced_upto;
+    for (const auto& m : links_) {
+      for (const auto& c : m.dump_cursors) {
+        if (c.node == st.name && c.incarnation == st.incarnation) {
+          cursor = std::max(cursor, c.seq);
+        }
+      }
+    }
+    cursor = std::min(cursor, st.seq);
+    r.nodes.emplace_back(
+        st.name,
+        NodeRecord{
+            st.incarnation, cursor, n.node_applied, false, {}, std::max(st.seq, n.dump_seq), 0});
+  }
+  log_.rebuild(r);
+  rebuild_.reset();
+  vouched_ = true;
+  log_.set_unverified(false);
+  for (auto& l : links_) {
+    l.greeted = false;
+    l.send_from = l.node_applied;
+    l.needs_reset = l.node_applied < r.purged_upto;
+    l.needs_rebirth = false;
+    l.purge_sent = 0;
+    l.marks_sent = 0;
+    l.fetch_wanted = true;
+    reset_gathering(l);
+  }
+  return "rebuilt the syncer's log from " + std::to_string(links_.size()) +
+         " nodes: " + std::to_string(r.entries.size()) + " items, stamp " +
+         std::to_string(r.counter);
 }
 
 SyncMachine::Duration SyncMachine::on_down(std::size_t i) {
@@ -147,6 +314,7 @@ SyncMachine::Duration SyncMachine::on_down(std::size_t i) {
   link.view.up = false;
   link.fetch_in_flight = false;
   link.apply_in_flight = false;
+  reset_gathering(link);
   const Duration wait = link.backoff;
   link.backoff = std::min(link.backoff * 2, options_.backoff_max);
   return wait;
@@ -195,11 +363,27 @@ FetchOutcome SyncMachine::on_fetched(std::size_t i, const proto::msg::Changes& g
 std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   Link& link = links_[i];
   if (!link.view.up || link.apply_in_flight) return std::nullopt;
+  if (rebuild_) {
+    if (link.claimed) return std::nullopt;
+    // The claim: the node takes the rebuilt log's id, so that an APPLY of the old log still on
+    // its way is refused from now on; it keeps its write fence, and its stamps.
+    proto::msg::Apply claim;
+    claim.after_stamp = claim.upto_stamp = link.node_applied;
+    claim.log_id = rebuild_->id;
+    claim.adopt = true;
+    claim.hold = true;
+    claim.incarnation = link.view.status.incarnation;
+    link.apply_in_flight = true;
+    link.in_flight = claim;
+    link.marks_in_flight = 0;
+    return claim;
+  }
+  if (!vouched_) return std::nullopt;  // the log may not know the stamps the node holds
   const auto& st = link.view.status;
   const std::uint64_t cursor = cursor_of(link);
   if (link.greeted && !link.needs_reset && link.send_from >= log_.counter() &&
       link.view.synced_upto >= cursor && link.purge_sent >= log_.purged_upto() &&
-      link.marks_sent == log_.marks_version()) {
+      (link.marks_sent == log_.marks_version() || !marks_settled())) {
     return std::nullopt;
   }
   link.greeted = true;
@@ -216,24 +400,30 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   batch.after_stamp = link.node_applied;
   batch.incarnation = st.incarnation;
   batch.stamp_high = log_.counter();
-  // Up to the latest stamp, the node now holds every node's changes up to its cursor.
-  if (batch.upto_stamp >= log_.counter()) {
-    for (auto& m : log_.marks()) {
-      if (batch.marks.size() >= proto::kMaxSessionMarks) break;
-      batch.marks.push_back(std::move(m));
-    }
+  // Every node's cursor as of upto_stamp, which the node keeps (should the log be lost); up to
+  // the latest stamp, the node now holds every node's changes up to them (session marks).
+  for (auto& m : log_.marks_at(batch.upto_stamp)) {
+    if (batch.marks.size() >= proto::kMaxSessionMarks) break;
+    batch.marks.push_back(std::move(m));
   }
+  batch.marks_current = batch.upto_stamp >= log_.counter() && marks_settled();
   link.apply_in_flight = true;
   link.in_flight = batch;
   link.in_flight.changes.clear();
   link.in_flight.marks.clear();
-  link.marks_in_flight = batch.upto_stamp >= log_.counter() ? log_.marks_version() : 0;
+  link.marks_in_flight = batch.marks_current ? log_.marks_version() : 0;
   return batch;
 }
 
 std::size_t SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& applied) {
   Link& link = links_[i];
   if (!link.apply_in_flight) return 0;  // an answer to no APPLY in flight
+  if (rebuild_) {
+    link.apply_in_flight = false;
+    link.claimed = true;
+    link.node_applied = applied.applied_stamp;
+    return 0;
+  }
   const proto::msg::Apply& sent = link.in_flight;
   link.apply_in_flight = false;
   link.view.applied_stamp = applied.applied_stamp;
@@ -249,7 +439,7 @@ std::size_t SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& ap
     // It took a new incarnation: its cursor starts again (everything it held counts as synced).
     link.needs_rebirth = false;
     st.incarnation = applied.incarnation;
-    log_.admit(st.name, applied.incarnation, applied.applied_stamp);
+    log_.admit(st.name, applied.incarnation, applied.applied_stamp, applied.synced_upto);
     link.fetch_wanted = true;
   }
   log_.note_applied(st.name, applied.applied_stamp);

@@ -1,15 +1,17 @@
 // The syncer's rules without I/O (docs/sync.md): for each node link, what a node's status means,
-// when to fetch, what to stamp, what to send, when to compact, and how long to wait before
-// reconnecting. Each event method takes what a node said and updates the state (and the durable
-// log); each next_* method returns the request to send now, if any. kvsync's coroutines
-// (syncer.cpp) only carry these actions out over the network; the deterministic simulator
-// (test/sim) drives the very same object over a simulated one.
+// when to fetch, what to stamp, what to send, when to compact, when and how to rebuild a lost
+// log from the nodes, and how long to wait before reconnecting. Each event method takes what a
+// node said and updates the state (and the durable log); each next_* method returns the request
+// to send now, if any. kvsync's coroutines (syncer.cpp) only carry these actions out over the
+// network; the deterministic simulator (test/sim) drives the very same object over a simulated
+// one.
 //
 // Threading: not thread-safe; one thread (kvsync's io_context, or the simulator).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +28,10 @@ struct MachineOptions {
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};
+  // The log's directory was put back from a copy (kvsync --restored-log): like a fresh log, it
+  // stamps nothing until every configured node has reported, and is rebuilt from them if it is
+  // older than what they hold.
+  bool restored_log = false;
 };
 
 // One node as the syncer sees it.
@@ -86,8 +92,15 @@ class SyncMachine {
   // Its answer. Returns the number of tombstones compaction dropped from the log (0: none).
   std::size_t on_applied(std::size_t i, const proto::msg::Applied& applied);
 
+  // While the log is rebuilt from the nodes: the DUMP to send on link `i` now, if any, and its
+  // answer. on_dumped() returns a sentence when the rebuild completed with it.
+  std::optional<proto::msg::Dump> next_dump(std::size_t i);
+  std::optional<std::string> on_dumped(std::size_t i, const proto::msg::Dumped& dumped);
+
   // Every configured node has been reached since start.
   bool all_reached() const;
+  // The log is being rebuilt from the nodes (docs/sync.md, "A lost log").
+  bool rebuilding() const { return rebuild_.has_value(); }
 
  private:
   struct Link {
@@ -98,26 +111,50 @@ class SyncMachine {
     std::uint64_t node_applied = 0;  // its applied stamp, which the next APPLY continues from
     std::uint64_t send_from = 0;     // the next APPLY carries the stamps after this
     std::uint64_t purge_sent = 0;    // the purge_upto the node last acknowledged
-    std::uint64_t marks_sent = 0;    // the log's marks_version it last got marks of
+    std::uint64_t marks_sent = 0;    // the log's marks_version it last got session marks of
     bool fetch_wanted = false;       // the node has (or may have) changes past the cursor
     bool fetch_in_flight = false;
     std::uint64_t fetch_after = 0;  // the cursor the FETCH in flight starts from
     bool apply_in_flight = false;
     proto::msg::Apply in_flight;        // the APPLY in flight, without its changes
-    std::uint64_t marks_in_flight = 0;  // the marks_version it carries (0: no marks)
+    std::uint64_t marks_in_flight = 0;  // the marks_version it carries as current (0: none)
     Duration backoff{0};
+    // A rebuild's gathering, for this connection: the node took the new log's id (claimed),
+    // and told its stamped values.
+    bool claimed = false;
+    bool dump_in_flight = false;
+    bool dumped = false;
+    std::string dump_after;
+    std::vector<StampedChange> dump_items;
+    std::vector<SessionMark> dump_cursors;
+    std::uint64_t dump_seq = 0;  // its change sequence at the last page
+  };
+  struct Rebuild {
+    std::uint64_t id = 0;  // the rebuilt log's id, which claimed nodes carry
   };
 
-  // A new log knows no stamps yet: the nodes may have applied some from an earlier log (a
-  // replaced data directory), so nothing is stamped until every node has reported its
-  // applied_stamp and the counter has moved past them.
-  bool may_stamp() const;
+  // Stamping waits until the log vouches for every stamp the nodes hold.
+  bool may_stamp() const { return vouched_ && !rebuild_; }
   std::uint64_t cursor_of(const Link& l) const;
   std::size_t compact();
+  // Whether this node's status shows that the log cannot vouch for it: it applied stamps the
+  // log never issued, or holds a history this fresh log does not know.
+  bool needs_rebuild(const NodeStatus& st) const;
+  void start_rebuild();
+  void reset_gathering(Link& l);
+  std::optional<std::string> finish_rebuild();
 
   SyncLog& log_;
   MachineOptions options_;
   std::vector<Link> links_;
+  // The log knows every stamp the nodes hold. False for a fresh log, and for one whose last
+  // process crashed with sync_writes off, until every configured node has reported without
+  // showing otherwise.
+  bool vouched_ = true;
+  std::optional<Rebuild> rebuild_;
+  // Session marks wait after a rebuild until every node's cursor passed its sequence then
+  // (NodeRecord::unsettled_upto).
+  bool marks_settled() const;
 };
 
 }  // namespace kv::sync

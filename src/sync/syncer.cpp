@@ -87,7 +87,7 @@ struct Syncer::Impl {
         log({options.data, options.sync_writes}),
         machine(log, options.nodes,
                 MachineOptions{options.fetch_limit, options.batch_limit, options.backoff_initial,
-                               options.backoff_max}) {
+                               options.backoff_max, options.restored_log}) {
     for (const auto& name : options.forget) {
       if (log.forget(name)) {
         KV_LOG(warning) << "forgot node " << name << ": if it comes back, it is resynced from "
@@ -352,6 +352,15 @@ asio::awaitable<void> Syncer::Impl::send_loop(std::size_t i) {
         KV_LOG(info) << "compacted " << compacted << " tombstones up to stamp "
                      << log.purged_upto();
         wake_all();  // to carry purge_upto
+      }
+    }
+    // A rebuild of a lost log reads what the node holds (docs/sync.md, "A lost log").
+    while (auto dump = machine.next_dump(i)) {
+      auto got = expect<proto::msg::Dumped>(
+          co_await link.client.call(std::move(*dump), options.call_timeout), "DUMP");
+      if (auto done = machine.on_dumped(i, got)) {
+        KV_LOG(warning) << *done;
+        wake_all();
       }
     }
   }

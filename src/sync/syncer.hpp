@@ -40,6 +40,7 @@ struct SyncerOptions {
   // Nodes the operator says are gone for good or were wiped (--forget-node): the log forgets
   // them before anything else (docs/sync.md, "Removing a node").
   std::vector<std::string> forget;
+  bool restored_log = false;  // MachineOptions::restored_log
 };
 
 class Syncer {

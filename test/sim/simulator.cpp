@@ -129,6 +129,17 @@ struct Swarm {
       s.cut = r.chance(0.5);
       s.disk_full = r.chance(0.3);
       s.duplicate = r.chance(0.3);
+      // Losing the syncer's log is survived by rebuilding it from the nodes, which takes every
+      // configured node still holding what it held: not together with losing a node's data or
+      // leaving a node out (docs/sync.md, "What the rules survive"). A seed draws one family.
+      if ((s.log_loss || s.log_restore || s.power_loss) &&
+          (s.node_wipe || s.node_restore || s.reconfigure)) {
+        if (r.chance(0.5)) {
+          s.log_loss = s.log_restore = s.power_loss = false;
+        } else {
+          s.node_wipe = s.node_restore = s.reconfigure = false;
+        }
+      }
     }
     s.write_weight = 10 + static_cast<int>(r.below(40));
     s.commit_weight = 10 + static_cast<int>(r.below(40));
@@ -484,12 +495,19 @@ class World {
     if (!duplicate) c.to_node.pop_front();
     const auto type = proto::type_of(req);
     auto a = node::answer(*node.store, req, node::ServerFacts{});
-    std::string what = type == proto::MsgType::kFetch ? "FETCH" : "APPLY";
+    std::string what = type == proto::MsgType::kFetch   ? "FETCH"
+                       : type == proto::MsgType::kApply ? "APPLY"
+                                                        : "DUMP";
     if (auto* e = std::get_if<Error>(&a.response)) what += " -> error: " + e->message;
     if (auto* ap = std::get_if<proto::msg::Apply>(&req)) {
       what += " upto " + std::to_string(ap->upto_stamp) + " synced " +
               std::to_string(ap->synced_upto) + " (" + std::to_string(ap->changes.size()) +
-              " changes" + (ap->reset ? ", reset" : "") + ")";
+              " changes" + (ap->reset ? ", reset" : "") + (ap->rebirth ? ", rebirth" : "") +
+              (ap->adopt ? ", adopt" : "") + ")";
+      if (ap->marks_current) {
+        what += " marks";
+        for (const auto& m : ap->marks) what += " " + m.node + ":" + std::to_string(m.seq);
+      }
     }
     if (auto* f = std::get_if<proto::msg::Changes>(&a.response)) {
       what += " -> " + std::to_string(f->changes.size()) + " changes, seq_high " +
@@ -506,7 +524,7 @@ class World {
   // ---- The syncer -----------------------------------------------------------------------------
   std::string syncer_dir() const { return "/sim/syncer"; }
 
-  void start_syncer(std::vector<std::size_t> config) {
+  void start_syncer(std::vector<std::size_t> config, bool restored_log = false) {
     Syncer& s = syncer_;
     sync::SyncLogOptions lo;
     lo.dir = syncer_dir();
@@ -529,6 +547,7 @@ class World {
     sync::MachineOptions mo;
     mo.fetch_limit = swarm_.fetch_limit;
     mo.batch_limit = swarm_.batch_limit;
+    mo.restored_log = restored_log;
     s.machine = std::make_unique<sync::SyncMachine>(*s.log, addresses, mo);
     s.nodes = std::move(config);
     s.conn.assign(s.nodes.size(), 0);
@@ -551,6 +570,7 @@ class World {
       c.notes.clear();
     }
     s.machine.reset();
+    s.log->leave_open();  // a crash: the log is not closed cleanly
     s.log.reset();
     s.up = false;
     s.down_until = now_ + 1 + r_fault_.below(3000);
@@ -621,6 +641,7 @@ class World {
       };
       while (auto f = s.machine->next_fetch(i)) send(*f);
       while (auto a = s.machine->next_apply(i)) send(std::move(*a));
+      while (auto d = s.machine->next_dump(i)) send(std::move(*d));
     }
   }
 
@@ -644,11 +665,13 @@ class World {
         const auto& got = std::get<proto::msg::Changes>(response);
         auto out = s.machine->on_fetched(i, got);
         const std::uint64_t inc = s.machine->link(i).status.incarnation;
+        // A stamp number handed out again (an older log): what it named before is gone.
+        if (out.stamped.stamp != 0) forget_stamps_above(out.stamped.stamp - 1);
         for (const auto& a : out.stamped.accepted) {
-          carriers_[{a.origin, inc, a.item.id}].emplace(a.origin_seq, a.stamp);
+          carriers_[{a.origin, inc, a.item.id}][a.origin_seq] = a.stamp;
         }
         for (const auto& d : out.stamped.dropped) {
-          carriers_[{name, inc, d.item.id}].emplace(d.seq, 0);
+          carriers_[{name, inc, d.item.id}][d.seq] = 0;
         }
         std::string ids;
         for (const auto& a : out.stamped.accepted) {
@@ -661,6 +684,11 @@ class World {
               (out.stamped.stamp ? " -> stamp " + std::to_string(out.stamped.stamp) : "") +
               ", cursor " +
               std::to_string(s.log->cursor(name, s.machine->link(i).status.incarnation)));
+      } else if (type == proto::MsgType::kDump) {
+        const auto& dumped = std::get<proto::msg::Dumped>(response);
+        event("syncer: " + name + " dumped " + std::to_string(dumped.items.size()) + " items" +
+              (dumped.next.empty() ? "" : " (more after " + dumped.next + ")"));
+        if (auto done = s.machine->on_dumped(i, dumped)) event("syncer: " + *done);
       } else {
         const auto& applied = std::get<proto::msg::Applied>(response);
         const auto purged = s.machine->on_applied(i, applied);
@@ -884,6 +912,7 @@ class World {
   }
 
   void restart_syncer() {
+    bool restored_log = false;
     std::vector<std::size_t> config;
     for (std::size_t n = 0; n < nodes_.size(); ++n) config.push_back(n);
     if (faults_on_) {
@@ -894,6 +923,7 @@ class World {
         fault("log-restore", "the syncer's data directory is put back from an older copy");
         disk_.restore(syncer_dir(), *syncer_.copy);
         syncer_.copy.reset();
+        restored_log = true;  // the operator starts kvsync with --restored-log
       }
       if (swarm_.reconfigure && nodes_.size() > 2 && r_fault_.chance(0.5)) {
         const std::size_t out = r_fault_.below(nodes_.size());
@@ -901,7 +931,7 @@ class World {
         fault("reconfigure", "syncer restarts without node " + nodes_[out].name);
       }
     }
-    start_syncer(std::move(config));
+    start_syncer(std::move(config), restored_log);
   }
 
   // ---- Invariants -----------------------------------------------------------------------------
@@ -938,6 +968,15 @@ class World {
     auto c = it->second.lower_bound(w.seq);
     if (c == it->second.end()) return std::nullopt;
     return c->second;
+  }
+
+  // Stamps above `counter` that a lost or older log handed out, when a log hands the numbers
+  // out again: what they named is gone (no node held it, or the log would have rebuilt past
+  // them).
+  void forget_stamps_above(std::uint64_t counter) {
+    for (auto& [key, by_seq] : carriers_) {
+      std::erase_if(by_seq, [counter](const auto& kv) { return kv.second > counter; });
+    }
   }
 
   // Once the syncer's cursor for a node passed an acknowledged write, the log holds it (or a
@@ -1019,7 +1058,10 @@ class World {
           if (!ok) {
             std::string holds = "nothing";
             if (it != held.end()) {
-              holds = it->second.item.title + " stamp " + std::to_string(it->second.stamp);
+              holds = it->second.item.title + " stamp " + std::to_string(it->second.stamp) +
+                      " local_seq " + std::to_string(it->second.local_seq) + " (synced " +
+                      std::to_string(nodes_[m].store->status().synced_upto) + ", applied " +
+                      std::to_string(nodes_[m].store->status().applied_stamp) + ")";
             }
             anomaly("mark-claims-missing",
                     "node " + nodes_[m].name + " marks " + mark.node + " up to seq " +
