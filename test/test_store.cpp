@@ -349,6 +349,15 @@ BOOST_AUTO_TEST_CASE(session_marks_say_what_the_node_holds_and_go_with_a_full_re
   auto with_marks = batch(s, 1, 0, {stamped(1, Item{"5a", "T", false, false, 0}, "a", 5)});
   with_marks.stamp_high = 1;
   with_marks.marks = {{"a", a_incarnation, 5}};
+  // Not up to the syncer's latest stamp: kept (for a rebuild of a lost log), not session marks.
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(with_marks)));
+  have.clear();
+  BOOST_TEST((s.session(want, have) == SessionState::kBehind));
+  BOOST_TEST((s.dump_stamped("", 10).cursors == with_marks.marks));
+  with_marks = batch(s, 1, 0, {});
+  with_marks.stamp_high = 1;
+  with_marks.marks = {{"a", a_incarnation, 5}};
+  with_marks.marks_current = true;
   BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(with_marks)));
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kCaughtUp));
@@ -364,6 +373,7 @@ BOOST_AUTO_TEST_CASE(session_marks_say_what_the_node_holds_and_go_with_a_full_re
   // A lower mark (a node restored from an older copy) is taken as it comes.
   auto lower = batch(s, 1, 0, {});
   lower.marks = {{"a", a_incarnation, 3}};
+  lower.marks_current = true;
   BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(lower)));
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kBehind));

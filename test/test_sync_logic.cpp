@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE sync_logic
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 
@@ -69,11 +70,12 @@ class Cluster {
     machine_ = std::make_unique<sync::SyncMachine>(*log_, addresses, mo);
     up_.assign(config_.size(), false);
   }
-  // Connects every link (STATUS); returns the refusals, by node name.
-  std::map<std::string, std::string> connect() {
+  // Connects every link (STATUS), or only `only`; returns the refusals, by node name.
+  std::map<std::string, std::string> connect(std::vector<std::size_t> only = {}) {
     std::map<std::string, std::string> refused;
     for (std::size_t l = 0; l < config_.size(); ++l) {
       if (up_[l]) continue;
+      if (!only.empty() && std::find(only.begin(), only.end(), l) == only.end()) continue;
       auto v = machine_->on_status(l, node(config_[l]).status());
       if (v.refused) {
         refused[names[config_[l]]] = *v.refused;
@@ -103,6 +105,14 @@ class Cluster {
       machine_->on_applied(l, std::get<proto::msg::Applied>(a.response));
       moved = true;
     }
+    while (auto d = machine_->next_dump(l)) {
+      proto::Request req = std::move(*d);
+      auto a = node::answer(node(config_[l]), req, {});
+      if (auto done = machine_->on_dumped(l, std::get<proto::msg::Dumped>(a.response))) {
+        rebuilt = *done;
+      }
+      moved = true;
+    }
     return moved;
   }
   // Serves every link until nothing is left to send.
@@ -121,6 +131,7 @@ class Cluster {
 
   std::vector<std::string> names;
   sim::MemDisk disk;
+  std::string rebuilt;  // what the machine said when it rebuilt its log
 
  private:
   std::size_t limit_;
@@ -297,4 +308,37 @@ BOOST_AUTO_TEST_CASE(marks_that_move_without_a_stamp_still_reach_every_node) {
   const auto state = c.node(1).session({{"a", c.node(0).incarnation(), c.node(0).seq()}}, have);
   BOOST_TEST((state == node::SessionState::kCaughtUp));
   BOOST_TEST(update.version > 0u);
+}
+
+// Issue 10, problem 2: a new, empty log used to start stamping as soon as one node reported,
+// handing out stamps that another node (down then) already held for other values. It stamps
+// nothing until every configured node has reported, then rebuilds itself from them.
+BOOST_AUTO_TEST_CASE(a_lost_log_stamps_nothing_until_every_node_reported_then_is_rebuilt) {
+  Cluster c(2);
+  c.sync();
+  ok(c.node(0).create("one"));
+  ok(c.node(1).create("two"));
+  c.drain();
+  ok(c.node(0).update({"1a", true, std::nullopt}));
+  c.drain();
+  const auto before = c.node(0).list();
+  const auto stamp = c.log().counter();
+  c.disk.wipe("/syncer");  // the syncer's data directory is gone
+  c.start_syncer();
+  c.connect({0});  // b is down
+  ok(c.node(0).create("while b is away"));
+  c.drain();
+  BOOST_TEST(c.log().counter() == 0u, "stamped with a node unheard of");
+  c.connect();
+  c.drain();
+  BOOST_TEST(c.rebuilt.find("rebuilt the syncer's log from 2 nodes") != std::string::npos,
+             c.rebuilt);
+  same_everywhere(c, 2);
+  BOOST_TEST(c.node(0).list().size() == before.size() + 1);
+  BOOST_TEST(c.log().counter() > stamp, "new stamps come after every stamp a node holds");
+  // Ids go on past every id the nodes have seen: a wiped node may not reuse one.
+  const Item next = ok(c.node(1).create("after the rebuild"));
+  BOOST_TEST(next.id == "3b");  // 1a, 1b and 2a exist
+  c.drain();
+  same_everywhere(c, 2);
 }
