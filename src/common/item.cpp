@@ -26,6 +26,31 @@ std::ostream& operator<<(std::ostream& os, const Item& item) {
   return os;
 }
 
+std::uint64_t item_digest(const Item& item) {
+  // FNV-1a over the fields, each one delimited, then a final mix so that sums of hashes of
+  // similar items do not cancel out in patterns.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto eat = [&h](std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h ^= c;
+      h *= 0x100000001b3ull;
+    }
+    h ^= 0xff;
+    h *= 0x100000001b3ull;
+  };
+  eat(item.id);
+  eat(item.title);
+  char tail[9];
+  tail[0] = item.completed ? 1 : 0;
+  for (int i = 0; i < 8; ++i) tail[1 + i] = static_cast<char>((item.version >> (8 * i)) & 0xff);
+  eat(std::string_view(tail, sizeof tail));
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
 bool valid_node_name(std::string_view name) {
   if (name.empty() || name.size() > 8) return false;
   for (char c : name) {

@@ -99,6 +99,12 @@ inline bool stamped_beats(bool a_deleted, std::uint64_t a_stamp, bool b_deleted,
   return a_stamp > b_stamp;
 }
 
+// The digest of a set of items (docs/sync.md, "Digests"): the sum, modulo 2^64, of this hash of
+// each live item's id, title, completed flag and version. Order-independent and kept up to date
+// one item at a time; two nodes that hold the same live items with the same versions have the
+// same digest.
+std::uint64_t item_digest(const Item& item);
+
 // Item ids are "<number><node name>", e.g. "3b": the number is one more than the largest number
 // the node has seen, the suffix makes ids from different nodes distinct without coordination.
 std::string make_item_id(std::uint64_t number, std::string_view node_name);

@@ -304,6 +304,8 @@ void write_payload(Writer& w, const msg::Applied& m) {
   w.varint(m.synced_upto);
   w.varint(m.changed);
   w.varint(m.incarnation);
+  w.varint(m.digest);
+  w.varint(m.unsynced);
 }
 void write_payload(Writer& w, const msg::Error& m) {
   w.u16(static_cast<std::uint16_t>(m.code));
@@ -501,6 +503,8 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       m.synced_upto = r.varint();
       m.changed = r.varint();
       m.incarnation = r.varint();
+      m.digest = r.varint();
+      m.unsynced = r.varint();
       return m;
     }
     case MsgType::kDump: {

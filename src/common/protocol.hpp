@@ -263,6 +263,10 @@ struct Applied {
   std::uint64_t synced_upto = 0;
   std::uint64_t changed = 0;      // how many items the batch changed
   std::uint64_t incarnation = 0;  // the node's, after the batch (a rebirth gives it a new one)
+  // Its digest (item_digest of its live items) and unsynced local changes right after the
+  // batch: with none unsynced and every stamp applied, the digest equals the log's.
+  std::uint64_t digest = 0;
+  std::uint64_t unsynced = 0;
 };
 struct Waited {
   bool caught_up = false;

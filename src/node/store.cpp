@@ -58,14 +58,25 @@ struct Store::Impl {
   void put(const std::string& id, Record rec) {
     auto [it, fresh] = items.try_emplace(id);
     if (!fresh && it->second.deleted) tombstones.erase({it->second.stamp, id});
+    if (!fresh) forget_digest(id, it->second);
     if (rec.deleted) tombstones.emplace(rec.stamp, id);
     it->second = std::move(rec);
+    add_digest(id, it->second);
   }
   void erase(const std::string& id) {
     auto it = items.find(id);
     if (it == items.end()) return;
     if (it->second.deleted) tombstones.erase({it->second.stamp, id});
+    forget_digest(id, it->second);
     items.erase(it);
+  }
+  // The digest of the live items (item_digest), kept with every change to `items`.
+  std::uint64_t digest = 0;
+  void add_digest(const std::string& id, const Record& r) {
+    if (!r.deleted) digest += item_digest(Item{id, r.title, r.completed, false, r.version});
+  }
+  void forget_digest(const std::string& id, const Record& r) {
+    if (!r.deleted) digest -= item_digest(Item{id, r.title, r.completed, false, r.version});
   }
   std::function<void(const StoreEvent&)> observer;
   // Read-your-writes: how far each other node's changes are applied here, as the syncer last
@@ -117,6 +128,7 @@ struct Store::Impl {
     changes_of.clear();
     tombstones.clear();
     log_cursors.clear();
+    digest = 0;
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
   std::uint64_t submit(storage::Batch& batch);
@@ -192,6 +204,7 @@ void Store::Impl::load() {
     // Keys come in id order, so each insert lands at the end.
     auto slot = items.emplace_hint(items.end(), *id, std::move(*rec));
     if (slot->second.deleted) tombstones.emplace(slot->second.stamp, *id);
+    add_digest(*id, slot->second);
     return true;
   });
   if (st.ok()) {
@@ -702,7 +715,7 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     for (const auto& m : batch.marks) im.marks[m.node] = m;
   }
   return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size(),
-                             next.incarnation};
+                             next.incarnation,   im.digest,        im.changelog.size()};
 }
 
 proto::msg::Dumped Store::dump_stamped(std::string_view after, std::uint64_t limit) const {
@@ -806,6 +819,8 @@ NodeStatus Store::status() const {
   s.tombstones = impl_->tombstones.size();
   s.unsynced = impl_->changelog.size();
   s.syncer_stamp = std::max(m.syncer_stamp, m.applied_stamp);
+  s.digest = impl_->digest;
+  s.digest_stamp = m.applied_stamp;
   return s;
 }
 

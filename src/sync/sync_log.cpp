@@ -45,14 +45,17 @@ struct SyncLog::Impl {
   void saw_id(const std::string& id) {
     if (auto n = item_id_number(id)) meta.max_id_number = std::max(meta.max_id_number, *n);
   }
+  std::uint64_t digest = 0;  // item_digest of the live entries
   void index(const StampedChange& e) {
     by_stamp.emplace(e.stamp, e.item.id);
     if (e.item.deleted) tombstones.emplace(e.stamp, e.item.id);
+    if (!e.item.deleted) digest += item_digest(e.item);
     saw_id(e.item.id);
   }
   void unindex(const StampedChange& e) {
     by_stamp.erase({e.stamp, e.item.id});
     tombstones.erase({e.stamp, e.item.id});
+    if (!e.item.deleted) digest -= item_digest(e.item);
   }
   void put_meta(storage::Batch& b, const LogMeta& m) const { b.Put(kMetaKey, encode_meta(m)); }
   void put_node(storage::Batch& b, const std::string& name, const NodeRecord& n) const {
@@ -201,6 +204,9 @@ std::uint64_t SyncLog::purged_upto() const {
 }
 std::uint64_t SyncLog::max_id_number() const {
   return impl_->meta.max_id_number;
+}
+std::uint64_t SyncLog::digest() const {
+  return impl_->digest;
 }
 std::uint64_t SyncLog::marks_version() const {
   return impl_->marks_version;
@@ -500,6 +506,7 @@ void SyncLog::rebuild(const Rebuilt& r) {
   im.latest.clear();
   im.by_stamp.clear();
   im.tombstones.clear();
+  im.digest = 0;
   for (const auto& e : r.entries) {
     im.latest.emplace(e.item.id, e);
     im.index(e);

@@ -136,6 +136,9 @@ class SyncLog {
   std::size_t purge(std::uint64_t horizon);
   std::uint64_t purged_upto() const;
   std::uint64_t max_id_number() const;
+  // item_digest summed over the live entries: what a node that applied every stamp and holds no
+  // unsynced change reports (docs/sync.md, "Digests").
+  std::uint64_t digest() const;
 
   // Every item's latest stamped value, in stamp order (tests, the simulator, the checker).
   std::vector<StampedChange> snapshot() const;

@@ -415,14 +415,15 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   return batch;
 }
 
-std::size_t SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& applied) {
+AppliedOutcome SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& applied) {
   Link& link = links_[i];
-  if (!link.apply_in_flight) return 0;  // an answer to no APPLY in flight
+  AppliedOutcome out;
+  if (!link.apply_in_flight) return out;  // an answer to no APPLY in flight
   if (rebuild_) {
     link.apply_in_flight = false;
     link.claimed = true;
     link.node_applied = applied.applied_stamp;
-    return 0;
+    return out;
   }
   const proto::msg::Apply& sent = link.in_flight;
   link.apply_in_flight = false;
@@ -443,7 +444,49 @@ std::size_t SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& ap
     link.fetch_wanted = true;
   }
   log_.note_applied(st.name, applied.applied_stamp);
-  return compact();
+  check_digest(link, applied, out);
+  out.compacted = compact();
+  return out;
+}
+
+// With every stamp applied and no unsynced change, a node holds exactly the log's live entries:
+// its digest must be the log's. A node that differs is resynced from scratch once; if it still
+// differs after that, it is left as it is and the operator is told (the log itself may be
+// wrong, and resyncing again would change nothing). Not while a rebuilt log is unsettled: a
+// value another node's pending change replaced is then missing from it until that change is
+// fetched, and a node may rightly hold its own change that the marks say was stamped.
+void SyncMachine::check_digest(Link& link, const proto::msg::Applied& applied,
+                               AppliedOutcome& out) {
+  if (applied.applied_stamp != log_.counter() || applied.unsynced != 0) return;
+  if (!marks_settled()) return;
+  auto& v = link.view;
+  ++v.digest_checks;
+  const std::string where =
+      "node " + v.status.name + " at stamp " + std::to_string(applied.applied_stamp);
+  if (applied.digest == log_.digest()) {
+    if (v.diverged) {
+      out.repaired = where + " holds the log's items again (digest " +
+                     std::to_string(applied.digest) + ") after a full resync";
+    }
+    v.diverged = false;
+    link.repair_tried = false;
+    return;
+  }
+  v.diverged = true;
+  ++v.digest_mismatches;
+  const std::string differs = where + " holds other items than the syncer's log (digest " +
+                              std::to_string(applied.digest) + ", the log's " +
+                              std::to_string(log_.digest()) + ")";
+  if (!link.repair_tried) {
+    link.repair_tried = true;
+    link.needs_reset = true;
+    link.send_from = 0;
+    out.divergence = differs + ": repairing it with a full resync from the log";
+  } else {
+    out.divergence = differs +
+                     " even after a full resync: left as it is; compare it with the "
+                     "other nodes (kvcli nodes) and wipe and forget it if it is wrong";
+  }
 }
 
 // Tombstones every node the log knows has applied are dropped from the log, and the nodes are

@@ -47,6 +47,20 @@ struct LinkView {
   std::uint64_t fetches = 0;
   std::uint64_t applies = 0;
   std::string refused;  // why the node was last refused ("" once it is accepted)
+  // Digests (docs/sync.md, "Digests"): compared with the log's whenever the node holds every
+  // stamp and no unsynced change.
+  bool diverged = false;                // the last comparison differed
+  std::uint64_t digest_mismatches = 0;  // comparisons that differed
+  std::uint64_t digest_checks = 0;      // comparisons made
+};
+
+// What one APPLY answer led to.
+struct AppliedOutcome {
+  std::size_t compacted = 0;  // tombstones compaction dropped from the log
+  // A sentence for the operator when the node's digest differs from the log's (a divergence),
+  // or agrees again after a repair.
+  std::optional<std::string> divergence;
+  std::optional<std::string> repaired;
 };
 
 // What a node's STATUS led to.
@@ -89,8 +103,9 @@ class SyncMachine {
 
   // The APPLY to send on link `i` now, if any; at most one is in flight per link.
   std::optional<proto::msg::Apply> next_apply(std::size_t i);
-  // Its answer. Returns the number of tombstones compaction dropped from the log (0: none).
-  std::size_t on_applied(std::size_t i, const proto::msg::Applied& applied);
+  // Its answer: moves the node's state, compares digests (and schedules a full resync of a node
+  // that differs from the log), compacts.
+  AppliedOutcome on_applied(std::size_t i, const proto::msg::Applied& applied);
 
   // While the log is rebuilt from the nodes: the DUMP to send on link `i` now, if any, and its
   // answer. on_dumped() returns a sentence when the rebuild completed with it.
@@ -119,6 +134,7 @@ class SyncMachine {
     proto::msg::Apply in_flight;        // the APPLY in flight, without its changes
     std::uint64_t marks_in_flight = 0;  // the marks_version it carries as current (0: none)
     Duration backoff{0};
+    bool repair_tried = false;  // a full resync was sent for a digest mismatch, not yet agreed
     // A rebuild's gathering, for this connection: the node took the new log's id (claimed),
     // and told its stamped values.
     bool claimed = false;
@@ -137,6 +153,7 @@ class SyncMachine {
   bool may_stamp() const { return vouched_ && !rebuild_; }
   std::uint64_t cursor_of(const Link& l) const;
   std::size_t compact();
+  void check_digest(Link& link, const proto::msg::Applied& applied, AppliedOutcome& out);
   // Whether this node's status shows that the log cannot vouch for it: it applied stamps the
   // log never issued, or holds a history this fresh log does not know.
   bool needs_rebuild(const NodeStatus& st) const;

@@ -339,17 +339,28 @@ asio::awaitable<void> Syncer::Impl::send_loop(std::size_t i) {
                     << batch->upto_stamp << " to " << name;
       auto applied = expect<proto::msg::Applied>(
           co_await link.client.call(std::move(*batch), options.call_timeout), "APPLY");
-      const std::size_t compacted = machine.on_applied(i, applied);
+      const auto outcome = machine.on_applied(i, applied);
       emit(json::object{{"type", "applied"},
                         {"node", name},
                         {"stamp", applied.applied_stamp},
-                        {"changed", applied.changed}});
+                        {"changed", applied.changed},
+                        {"digest", applied.digest},
+                        {"unsynced", applied.unsynced}});
       prune_stamp_times();
       KV_LOG(debug) << name << " applied up to stamp " << applied.applied_stamp << " ("
                     << applied.changed << " changed)";
       flush_reports();
-      if (compacted > 0) {
-        KV_LOG(info) << "compacted " << compacted << " tombstones up to stamp "
+      if (outcome.divergence) {
+        KV_LOG(error) << *outcome.divergence;
+        emit(json::object{{"type", "divergence"}, {"node", name}, {"text", *outcome.divergence}});
+        wake_all();  // the full resync of this node
+      }
+      if (outcome.repaired) {
+        KV_LOG(warning) << *outcome.repaired;
+        emit(json::object{{"type", "repaired"}, {"node", name}, {"text", *outcome.repaired}});
+      }
+      if (outcome.compacted > 0) {
+        KV_LOG(info) << "compacted " << outcome.compacted << " tombstones up to stamp "
                      << log.purged_upto();
         wake_all();  // to carry purge_upto
       }
@@ -470,6 +481,18 @@ void Syncer::register_metrics(metrics::Registry& m) {
   m.gauge_family("kvsync_node_lag_seconds",
                  "Age of the oldest stamp the node has not applied (0: caught up)",
                  per_link([](const Impl& im, std::size_t, V l) { return im.lag_seconds(l); }));
+  m.gauge_family("kvsync_node_diverged",
+                 "1 while the node's content digest differs from the log's (a full resync runs)",
+                 per_link([](const Impl&, std::size_t, V l) { return l.diverged ? 1.0 : 0.0; }));
+  m.counter_family("kvsync_node_digest_mismatches_total",
+                   "Times the node's content digest differed from the log's at the same stamp",
+                   per_link([](const Impl&, std::size_t, V l) {
+                     return static_cast<double>(l.digest_mismatches);
+                   }));
+  m.counter_family(
+      "kvsync_node_digest_checks_total",
+      "Times the node's content digest was compared with the log's at the same stamp",
+      per_link([](const Impl&, std::size_t, V l) { return static_cast<double>(l.digest_checks); }));
   m.counter_family(
       "kvsync_node_reconnects_total", "Times the link came up again after the first",
       per_link([](const Impl&, std::size_t, V l) { return static_cast<double>(l.reconnects); }));

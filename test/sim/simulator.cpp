@@ -197,6 +197,7 @@ struct Conn {
   };
   std::deque<Answer> to_syncer;
   std::deque<std::pair<Notification::Kind, std::uint64_t>> notes;
+  std::uint64_t hold_until = 0;  // an orphaned connection delivers nothing before then
 };
 
 // ---- The world --------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ class World {
         r = store.remove(id);
       }
     }
-    if (auto* e = std::get_if<Error>(&r)) {
+    if (std::holds_alternative<Error>(r)) {
       w.outcome = Write::Outcome::kFailed;
       writes_.push_back(std::move(w));
       return;
@@ -565,9 +566,7 @@ class World {
     if (!s.up) return;
     for (auto& [id, c] : conns_) {
       if (c.life != s.life || !c.syncer_open) continue;
-      c.syncer_open = false;  // what it sent may still arrive; answers go nowhere
-      c.to_syncer.clear();
-      c.notes.clear();
+      orphan(c);
     }
     s.machine.reset();
     s.log->leave_open();  // a crash: the log is not closed cleanly
@@ -577,14 +576,20 @@ class World {
     event("syncer down (" + why + ")");
   }
 
+  // The syncer side of a connection is gone: what it sent may still reach the node, maybe long
+  // after (sitting in kernel buffers across a partition), and answers go nowhere.
+  void orphan(Conn& c) {
+    c.syncer_open = false;
+    c.to_syncer.clear();
+    c.notes.clear();
+    c.hold_until = now_ + r_net_.below(30000);
+  }
+
   // The syncer gives up on link i's connection (an error, a timeout, or the node closed it).
   void link_down(std::size_t i, const std::string& why) {
     Syncer& s = syncer_;
     if (s.conn[i] != 0) {
-      Conn& c = conns_.at(s.conn[i]);
-      c.syncer_open = false;
-      c.to_syncer.clear();
-      c.notes.clear();
+      orphan(conns_.at(s.conn[i]));
       s.conn[i] = 0;
     }
     const auto wait = s.machine->on_down(i);
@@ -691,11 +696,13 @@ class World {
         if (auto done = s.machine->on_dumped(i, dumped)) event("syncer: " + *done);
       } else {
         const auto& applied = std::get<proto::msg::Applied>(response);
-        const auto purged = s.machine->on_applied(i, applied);
+        const auto outcome = s.machine->on_applied(i, applied);
         event("syncer: " + name + " applied up to " + std::to_string(applied.applied_stamp) +
-              (purged ? ", purged " + std::to_string(purged) + " up to " +
-                            std::to_string(s.log->purged_upto())
-                      : ""));
+              (outcome.compacted ? ", purged " + std::to_string(outcome.compacted) + " up to " +
+                                       std::to_string(s.log->purged_upto())
+                                 : ""));
+        if (outcome.divergence) anomaly("digest-mismatch", *outcome.divergence);
+        if (outcome.repaired) event("syncer: " + *outcome.repaired);
       }
     } catch (const StoreError& e) {
       link_down(i, std::string("log write failed: ") + e.what());
@@ -754,7 +761,8 @@ class World {
     for (auto& [id, c] : conns_) {
       Conn* cp = &c;
       const bool cut_off = nodes_[c.node].partitioned;
-      if (!cut_off && c.node_open && node_up(c.node) && !c.to_node.empty()) {
+      if (!cut_off && c.node_open && node_up(c.node) && !c.to_node.empty() &&
+          (c.syncer_open || now_ >= c.hold_until)) {
         add(swarm_.net_weight, [this, cp] { deliver_request(*cp, false); });
         if (faults && swarm_.duplicate)
           add(2, [this, cp] {
