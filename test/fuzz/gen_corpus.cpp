@@ -194,7 +194,8 @@ void notifications() {
 
 void records() {
   namespace node = kv::node;
-  put("fuzz_records", "meta", node::encode_meta({"a", 0x1234567890abcdefull, 40, 12, 38, 11, 20}));
+  put("fuzz_records", "meta",
+      node::encode_meta({"a", 0x1234567890abcdefull, 40, 12, 38, 11, 20, 0xfedcba98ull, 30, 45}));
   put("fuzz_records", "meta_zero", node::encode_meta({}));
   put("fuzz_records", "record",
       node::encode_record({"Buy milk", true, false, 200, 13, 12, "b", 4}));
@@ -203,6 +204,20 @@ void records() {
   put("fuzz_records", "key_12b", node::item_key("12b"));
   put("fuzz_records", "key_max", node::item_key("18446744073709551615abcdefgh"));
   put("fuzz_records", "change_key", node::change_key(77));
+  put("fuzz_records", "change",
+      node::encode_change({kv::Item{"12b", "Walk", true, false, 0}, 9, 3}));
+  put("fuzz_records", "change_v1", "12b");
+  // Format 1, which the decoders still read (docs/storage.md): the same Meta and Record as an
+  // older node wrote them.
+  put("fuzz_records", "meta_v1",
+      std::string("\x01\x01"
+                  "a\xef\x9b\xaf\x85\x89\xcf\x95\x9a\x12(\x0c&\x0b\x14",
+                  17));
+  put("fuzz_records", "record_v1",
+      std::string("\x01\x01\xc8\x01\x0d\x0c\x01"
+                  "b\x04\x08"
+                  "Buy milk",
+                  18));
   put("fuzz_records", "log_entry",
       kv::sync::encode_entry(kv::StampedChange{7, "a", 3, kv::Item{"5a", "T", false, false, 7}}));
 }
