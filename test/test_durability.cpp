@@ -435,3 +435,54 @@ BOOST_AUTO_TEST_CASE(a_full_disk_fails_writes_clearly_loses_nothing_and_recovers
   again.signal(SIGTERM);
   again.wait();
 }
+
+// Issue 10, "Divergence is never silent again": a node's RocksDB is edited by hand while it is
+// down, so that it holds another title for an item under the same stamp, which no sync rule can
+// see. `kvcli nodes` shows the two digests differ at the same stamp; once kvsync runs, the
+// node's digest differs from the log's at the same stamp with nothing unsynced: kvsync says so
+// at error level and in its metrics, resyncs the node from scratch, and says that the repair
+// worked.
+BOOST_AUTO_TEST_CASE(a_divergence_planted_by_hand_is_reported_and_repaired) {
+  Cluster c(2);
+  c.cli({"--route", "1"}, script("create", 3, "planted"));
+  const auto before = c.wait_converged();
+  BOOST_TEST_REQUIRE(before.size() == 3u);
+  const auto agreement = [&c] {
+    const auto r = c.cli({"--json", "nodes"});
+    return json::parse(r.out).at("agreement").at("state").as_string();
+  };
+  BOOST_TEST(agreement() == "agree");
+  c.stop_syncer();
+  c.stop_node(1);
+  {
+    rocksdb::DB* raw = nullptr;
+    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (c.dir() / "b").string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string bytes;
+    BOOST_TEST_REQUIRE(db->Get(rocksdb::ReadOptions(), node::item_key("2a"), &bytes).ok());
+    auto rec = node::decode_record(bytes);
+    BOOST_TEST_REQUIRE(rec.has_value());
+    rec->title = "changed behind the syncer's back";
+    BOOST_TEST_REQUIRE(
+        db->Put(rocksdb::WriteOptions(), node::item_key("2a"), node::encode_record(*rec)).ok());
+  }
+  c.start_node(1);
+  BOOST_TEST(agreement() == "diverged");
+  c.start_syncer();
+  BOOST_TEST_REQUIRE(wait_until([&] {
+    return file_text(c.dir() / "sync.log").find("holds the log's items again") != std::string::npos;
+  }));
+  const std::string log = file_text(c.dir() / "sync.log");
+  const auto said = log.find("node b at stamp 3 holds other items than the syncer's log");
+  BOOST_TEST_REQUIRE(said != std::string::npos, log);
+  const auto line_start = log.rfind('\n', said);
+  BOOST_TEST(log.substr(line_start, said - line_start).find("error") != std::string::npos,
+             log.substr(line_start, said - line_start));
+  const std::string metrics = http_get(c.syncer_http_port(), "/metrics").body;
+  const std::string b = "{node=\"b\",address=\"" + c.node(1).binary + "\"} ";
+  BOOST_TEST(metrics.find("kvsync_node_digest_mismatches_total" + b + "1\n") != std::string::npos,
+             metrics);
+  BOOST_TEST(metrics.find("kvsync_node_diverged" + b + "0\n") != std::string::npos, metrics);
+  BOOST_TEST(c.wait_converged() == before);
+  BOOST_TEST(agreement() == "agree");
+}

@@ -42,7 +42,9 @@ class Cluster {
   sync::SyncMachine& machine() { return *machine_; }
 
   void open_node(std::size_t i) {
-    node::StoreOptions o{"/" + names[i], names[i]};
+    node::StoreOptions o;
+    o.dir = "/" + names[i];
+    o.name = names[i];
     o.await_syncer = true;
     o.seams.disk = &disk;
     o.seams.random = [this] { return ++random_; };

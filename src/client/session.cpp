@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <ctime>
 #include <iomanip>
 #include <iostream>
@@ -394,9 +395,55 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
   return false;
 }
 
+namespace {
+
+std::string short_digest(std::uint64_t d) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(d));
+  return std::string(buf, 8);
+}
+
+// Whether the reachable nodes hold the same items, from their digests (docs/sync.md,
+// "Digests"): comparable only between nodes at the same stamp with nothing unsynced.
+struct Agreement {
+  std::string state;  // agree | diverged | unknown
+  std::string detail;
+};
+
+Agreement agreement_of(const std::vector<NodeStatus>& up) {
+  std::map<std::uint64_t, std::vector<const NodeStatus*>> by_stamp;
+  std::size_t comparable = 0;
+  for (const auto& s : up) {
+    if (s.unsynced != 0) continue;
+    by_stamp[s.digest_stamp].push_back(&s);
+    ++comparable;
+  }
+  for (const auto& [stamp, group] : by_stamp) {
+    for (const auto* s : group) {
+      if (s->digest == group.front()->digest) continue;
+      return {"diverged", "nodes " + group.front()->name + " and " + s->name +
+                              " hold different items at stamp " + std::to_string(stamp) +
+                              " (digests " + short_digest(group.front()->digest) + " and " +
+                              short_digest(s->digest) +
+                              "); kvsync resyncs a node that differs from its log: see its log"};
+    }
+  }
+  if (up.size() >= 2 && comparable == up.size() && by_stamp.size() == 1) {
+    return {"agree", "the " + std::to_string(up.size()) +
+                         " nodes up hold the same items at stamp " +
+                         std::to_string(by_stamp.begin()->first) + " (digest " +
+                         short_digest(up.front().digest) + ")"};
+  }
+  if (up.size() < 2) return {"unknown", "fewer than two nodes up"};
+  return {"unknown", "not comparable yet: nodes at different stamps or with unsynced changes"};
+}
+
+}  // namespace
+
 bool Session::Impl::run_nodes(std::ostream& out) {
   json::array arr;
   bool any = false;
+  std::vector<NodeStatus> up;
   for (std::size_t i = 0; i < clients.size(); ++i) {
     json::object o{{"index", i + 1}, {"address", options.nodes[i]}};
     try {
@@ -415,6 +462,9 @@ bool Session::Impl::run_nodes(std::ostream& out) {
       o["syncer_stamp"] = s.syncer_stamp;
       o["behind"] = s.syncer_stamp - std::min(s.syncer_stamp, s.applied_stamp);
       o["subscribers"] = s.subscribers;
+      o["digest"] = s.digest;
+      o["digest_stamp"] = s.digest_stamp;
+      up.push_back(s);
       any = true;
       if (!options.json) {
         const auto behind_by = s.syncer_stamp - std::min(s.syncer_stamp, s.applied_stamp);
@@ -423,7 +473,8 @@ bool Session::Impl::run_nodes(std::ostream& out) {
             << s.syncer_stamp << " ("
             << (behind_by == 0 ? std::string("in step")
                                : style.note(std::to_string(behind_by) + " behind"))
-            << ")  unsynced " << s.unsynced << "  subscribers " << s.subscribers << "\n";
+            << ")  unsynced " << s.unsynced << "  digest " << short_digest(s.digest)
+            << "  subscribers " << s.subscribers << "\n";
       }
     } catch (const std::exception& e) {
       clients[i]->close();
@@ -433,10 +484,18 @@ bool Session::Impl::run_nodes(std::ostream& out) {
     }
     arr.push_back(std::move(o));
   }
+  const Agreement agreement = agreement_of(up);
   if (options.json) {
-    out << json::serialize(json::object{{"ok", any}, {"nodes", std::move(arr)}}) << std::endl;
+    out << json::serialize(json::object{
+               {"ok", any},
+               {"nodes", std::move(arr)},
+               {"agreement", {{"state", agreement.state}, {"detail", agreement.detail}}}})
+        << std::endl;
   } else {
-    out.flush();
+    const std::string head = agreement.state == "agree"      ? style.good("agree")
+                             : agreement.state == "diverged" ? style.error("DIVERGED")
+                                                             : style.dim("agreement unknown");
+    out << head << ": " << agreement.detail << std::endl;
   }
   return any;
 }

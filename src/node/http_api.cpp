@@ -24,6 +24,8 @@ std::string status_json(const Store& store, const web::Hub& hub) {
                  {"tombstones", s.tombstones},
                  {"unsynced", s.unsynced},
                  {"syncer_stamp", s.syncer_stamp},
+                 {"digest", s.digest},
+                 {"digest_stamp", s.digest_stamp},
                  {"subscribers", hub.subscribers()}};
   return json::serialize(o);
 }

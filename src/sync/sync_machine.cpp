@@ -461,6 +461,8 @@ void SyncMachine::check_digest(Link& link, const proto::msg::Applied& applied,
   if (!marks_settled()) return;
   auto& v = link.view;
   ++v.digest_checks;
+  out.checked = true;
+  out.agrees = applied.digest == log_.digest();
   const std::string where =
       "node " + v.status.name + " at stamp " + std::to_string(applied.applied_stamp);
   if (applied.digest == log_.digest()) {

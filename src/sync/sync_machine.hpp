@@ -61,6 +61,8 @@ struct AppliedOutcome {
   // or agrees again after a repair.
   std::optional<std::string> divergence;
   std::optional<std::string> repaired;
+  bool checked = false;  // the node's digest was compared with the log's (and `agrees` says how)
+  bool agrees = false;
 };
 
 // What a node's STATUS led to.

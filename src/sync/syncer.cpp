@@ -84,7 +84,10 @@ struct Syncer::Impl {
   Impl(asio::any_io_executor ex, SyncerOptions opts)
       : executor(ex),
         options(std::move(opts)),
-        log({options.data, options.sync_writes}),
+        log(SyncLogOptions{.dir = options.data,
+                           .sync_writes = options.sync_writes,
+                           .disk = nullptr,
+                           .random = {}}),
         machine(log, options.nodes,
                 MachineOptions{options.fetch_limit, options.batch_limit, options.backoff_initial,
                                options.backoff_max, options.restored_log}) {
@@ -137,7 +140,8 @@ struct Syncer::Impl {
                         {"name", l.status.name},
                         {"http", l.status.name.empty() ? std::string() : http_address(l)},
                         {"connected", links[i]->connected},
-                        {"applied_stamp", l.applied_stamp}};
+                        {"applied_stamp", l.applied_stamp},
+                        {"diverged", l.diverged}};
   }
   static std::string http_address(const LinkView& l) {
     const auto colon = l.address.rfind(':');
@@ -146,7 +150,8 @@ struct Syncer::Impl {
   json::object nodes_object() const {
     json::array nodes;
     for (std::size_t i = 0; i < links.size(); ++i) nodes.push_back(link_json(i));
-    return json::object{{"stamp", log.counter()}, {"nodes", std::move(nodes)}};
+    return json::object{
+        {"stamp", log.counter()}, {"digest", log.digest()}, {"nodes", std::move(nodes)}};
   }
   void link_changed(std::size_t i) {
     json::object o = link_json(i);
@@ -345,7 +350,9 @@ asio::awaitable<void> Syncer::Impl::send_loop(std::size_t i) {
                         {"stamp", applied.applied_stamp},
                         {"changed", applied.changed},
                         {"digest", applied.digest},
-                        {"unsynced", applied.unsynced}});
+                        {"unsynced", applied.unsynced},
+                        {"checked", outcome.checked},
+                        {"agrees", outcome.agrees}});
       prune_stamp_times();
       KV_LOG(debug) << name << " applied up to stamp " << applied.applied_stamp << " ("
                     << applied.changed << " changed)";

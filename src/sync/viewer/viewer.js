@@ -66,6 +66,10 @@
       seq: null,              // last local seq seen (snapshot or notification)
       appliedStamp: null,     // last applied stamp seen (snapshot or notification)
       truncated: false,
+      // the syncer's digest comparisons of this node with its log (docs/sync.md, "Digests")
+      check: null,            // {stamp, agrees}: the latest comparison
+      diverged: false,        // the syncer found it holding other items than the log
+      divergence: '',         // the syncer's sentence about it
       baseline: null,         // {seq, stamp}: notifications at or below it are already in the snapshot
       pending: null,          // notifications buffered while /items is being fetched
       rev: 0,                 // bumped on every change of items
@@ -300,7 +304,27 @@
         // `changed` (how many changes the node took) is optional: shown when the syncer sends it.
         const changed = num(m.changed);
         const extra = changed === null ? '' : ` (${changed === 0 ? 'nothing new' : `${changed} change${changed === 1 ? '' : 's'}`})`;
+        if (m.checked === true && s !== null) {
+          for (const v of nodes.values()) {
+            if (v.name !== name) continue;
+            v.check = { stamp: s, agrees: m.agrees === true };
+            if (m.agrees === true) v.diverged = false;
+          }
+        }
         feed({ kind: 'syncer', node: 'syncer', op: 'applied', text: `applied on node ${name} up to ${s ?? '?'}${extra}` });
+        break;
+      }
+      case 'divergence':
+      case 'repaired': {
+        const name = str(m.node);
+        const diverged = m.type === 'divergence';
+        for (const v of nodes.values()) {
+          if (v.name !== name) continue;
+          v.diverged = diverged;
+          v.divergence = diverged ? str(m.text) : '';
+          if (!diverged) v.check = null;
+        }
+        feedMeta('syncer', str(m.text), diverged);
         break;
       }
       case 'link': {
@@ -335,6 +359,10 @@
       const http = str(raw.http);
       if (typeof raw.connected === 'boolean') v.syncerLink = raw.connected;
       if (num(raw.applied_stamp) !== null) v.syncerApplied = raw.applied_stamp;
+      if (typeof raw.diverged === 'boolean') {
+        v.diverged = raw.diverged;
+        if (!raw.diverged) v.divergence = '';
+      }
       if (name && v.name && name !== v.name) {
         // Another node now answers at this address: what we knew is about a different node.
         resetSnapshot(v);
@@ -573,6 +601,15 @@
       return { ...none, state: 'unknown', title: 'Agreement unknown',
         detail: syncer.status === 'live' ? 'the syncer knows no nodes' : 'waiting for the node list from the syncer' };
     }
+    // A divergence the syncer found outranks everything: it is never in flight.
+    const diverged = views.filter((v) => v.diverged);
+    if (diverged.length) {
+      return { ...none, state: 'diverged',
+        title: `Nodes diverged — ${diverged.map((v) => `node ${nodeLabel(v)}`).join(', ')} ` +
+          `${diverged.length === 1 ? 'holds' : 'hold'} other items than the syncer's log`,
+        detail: diverged.map((v) => v.divergence).filter((t) => t).join(' · ') ||
+          'the syncer is repairing it with a full resync' };
+    }
     const notReady = views.filter((v) => v.status !== 'live' || !v.hasSnapshot);
     if (notReady.length) {
       const what = notReady.map((v) => {
@@ -585,8 +622,19 @@
     }
     const truncated = views.filter((v) => v.truncated);
     if (truncated.length) {
+      // Too many items to compare here: the syncer's digest comparisons decide. Every node
+      // compared equal with the log at the syncer's latest stamp holds the same items.
+      const stamp = syncer.stamp;
+      const checked = views.filter((v) => v.check && v.check.agrees && v.check.stamp === stamp);
+      const names = views.map(nodeLabel).join(', ');
+      if (stamp !== null && checked.length === views.length) {
+        const n = Math.max(...views.map((v) => v.items.size));
+        return { ...none, state: 'agree', title: `Nodes agree — digests match at stamp ${stamp}`,
+          detail: `identical on ${names} (more than ${n} items each: compared by digest)` };
+      }
       return { ...none, state: 'unknown', title: 'Agreement unknown',
-        detail: `more items than one snapshot holds on ${truncated.map(nodeLabel).join(', ')}` };
+        detail: `more items than one snapshot holds on ${truncated.map(nodeLabel).join(', ')}; ` +
+          'their digests are compared once every node has applied the latest stamp' };
     }
     const count = new Map();   // id -> number of nodes holding it
     const first = new Map();   // id -> signature on the first node holding it
