@@ -339,3 +339,24 @@ BOOST_AUTO_TEST_CASE(watch_filters_by_node_and_item) {
     BOOST_TEST(o.at("item").at("id").as_string() == "1a");  // item 1a only
   }
 }
+
+// Issue 10, problem 6: a token for a node whose data directory was wiped since, read through a
+// fixed route to another node, made every read wait its full session wait there: the other node
+// cannot tell an old life of b from a new one it has not heard of. kvcli asks b itself once the
+// wait passes, and forgets the entry.
+BOOST_AUTO_TEST_CASE(a_token_for_a_wiped_node_read_through_another_node_waits_once) {
+  Cluster c(2);
+  BOOST_TEST_REQUIRE(c.cli({"--route", "2", "create", "on b's old life"}).code == 0);
+  c.wait_converged();
+  c.stop_syncer();
+  c.stop_node(1);
+  std::filesystem::remove_all(c.dir() / c.node(1).name);
+  c.start_node(1);
+  c.start_syncer({}, {"--forget-node", "b"});
+  c.wait_converged();
+  auto r = c.cli({"--json", "--route", "1", "--session-wait", "1000", "list"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(parse_one(r.out).contains("behind"), r.out);
+  r = c.cli({"--json", "--route", "1", "--session-wait", "1000", "list"});
+  BOOST_TEST(!parse_one(r.out).contains("behind"), r.out);
+}

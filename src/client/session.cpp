@@ -181,6 +181,31 @@ struct Session::Impl {
       // arrive there any more (another node's stale mark, by contrast, will be corrected).
       if (want.node == names[i] && have.incarnation != want.incarnation) token.erase(want.node);
     }
+    // A write on a node whose data directory was wiped since cannot arrive anywhere: node i
+    // cannot tell (it may not have heard of the node's new life yet), but the node itself can.
+    std::string gone;
+    for (const auto& want : w.want) {
+      if (want.node == names[i] || !token.count(want.node)) continue;
+      for (std::size_t j = 0; j < clients.size(); ++j) {
+        if (j == i || (!names[j].empty() && names[j] != want.node)) continue;
+        try {
+          const auto st = co_await call(j, proto::msg::Status{});
+          const auto* s = std::get_if<proto::msg::StatusReply>(&st);
+          if (!s || s->status.name != want.node) continue;
+          if (s->status.incarnation != want.incarnation) {
+            token.erase(want.node);
+            gone += (gone.empty() ? "" : ", ") + want.node;
+          }
+          break;
+        } catch (const std::exception&) {
+          continue;  // unreachable: keep the entry, it may still arrive
+        }
+      }
+    }
+    if (!gone.empty()) {
+      lacking += "; node " + gone + " has a new data directory since your write there, which " +
+                 "is gone: no longer waited for";
+    }
     behind = label(i) + " has not applied your writes " + lacking + " after " +
              std::to_string(options.session_wait.count()) +
              " ms; this shows what it has. Is kvsync running? `nodes` shows how far behind "
