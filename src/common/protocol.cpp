@@ -201,6 +201,15 @@ void write_payload(Writer& w, const msg::Update& m) {
   if (m.completed) w.u8(*m.completed ? 1 : 0);
   if (m.title) w.str(*m.title);
 }
+void write_stamped(Writer& w, const std::vector<StampedChange>& changes) {
+  w.varint(changes.size());
+  for (const auto& c : changes) {
+    w.varint(c.stamp);
+    w.str(c.origin);
+    w.varint(c.origin_seq);
+    w.item(c.item);
+  }
+}
 void write_marks(Writer& w, const std::vector<SessionMark>& marks) {
   w.varint(marks.size());
   for (const auto& m : marks) {
@@ -228,13 +237,7 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.purge_upto);
   w.u8((m.reset ? kApplyReset : 0) | (m.rebirth ? kApplyRebirth : 0) | (m.adopt ? kApplyAdopt : 0) |
        (m.marks_current ? kApplyMarksCurrent : 0) | (m.hold ? kApplyHold : 0));
-  w.varint(m.changes.size());
-  for (const auto& c : m.changes) {
-    w.varint(c.stamp);
-    w.str(c.origin);
-    w.varint(c.origin_seq);
-    w.item(c.item);
-  }
+  write_stamped(w, m.changes);
   w.varint(m.stamp_high);
   write_marks(w, m.marks);
   w.varint(m.after_stamp);
@@ -246,13 +249,7 @@ void write_payload(Writer& w, const msg::Dump& m) {
   w.varint(m.limit);
 }
 void write_payload(Writer& w, const msg::Dumped& m) {
-  w.varint(m.items.size());
-  for (const auto& c : m.items) {
-    w.varint(c.stamp);
-    w.str(c.origin);
-    w.varint(c.origin_seq);
-    w.item(c.item);
-  }
+  write_stamped(w, m.items);
   w.str(m.next);
   write_marks(w, m.cursors);
   w.varint(m.seq);
@@ -321,6 +318,22 @@ constexpr std::size_t kMinStampedBytes = 3 + kMinItemBytes;  // stamp, origin, s
 constexpr std::uint64_t kMaxReserve = 1024;
 bool plausible_count(std::uint64_t n, std::size_t payload_size, std::size_t min_element) {
   return n <= payload_size / min_element;
+}
+
+// A count (checked against the payload's size) and that many stamped changes.
+bool read_stamped(Reader& r, std::size_t size, std::vector<StampedChange>& out) {
+  const std::uint64_t n = r.varint();
+  if (!plausible_count(n, size, kMinStampedBytes)) return false;
+  out.reserve(std::min(n, kMaxReserve));
+  for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
+    StampedChange c;
+    c.stamp = r.varint();
+    c.origin = r.str(kMaxNameBytes);
+    c.origin_seq = r.varint();
+    c.item = r.item();
+    out.push_back(std::move(c));
+  }
+  return r.ok();
 }
 
 // At most kMaxSessionMarks; false when the count is larger.
@@ -398,17 +411,7 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.adopt = flags & kApplyAdopt;
       m.marks_current = flags & kApplyMarksCurrent;
       m.hold = flags & kApplyHold;
-      const std::uint64_t n = r.varint();
-      if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
-      m.changes.reserve(std::min(n, kMaxReserve));
-      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
-        StampedChange c;
-        c.stamp = r.varint();
-        c.origin = r.str(kMaxNameBytes);
-        c.origin_seq = r.varint();
-        c.item = r.item();
-        m.changes.push_back(std::move(c));
-      }
+      if (!read_stamped(r, size, m.changes)) return std::nullopt;
       m.stamp_high = r.varint();
       if (!read_marks(r, m.marks)) return std::nullopt;
       m.after_stamp = r.varint();
@@ -509,17 +512,7 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
     }
     case MsgType::kDump: {
       msg::Dumped m;
-      const std::uint64_t n = r.varint();
-      if (!plausible_count(n, size, kMinStampedBytes)) return std::nullopt;
-      m.items.reserve(std::min(n, kMaxReserve));
-      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
-        StampedChange c;
-        c.stamp = r.varint();
-        c.origin = r.str(kMaxNameBytes);
-        c.origin_seq = r.varint();
-        c.item = r.item();
-        m.items.push_back(std::move(c));
-      }
+      if (!read_stamped(r, size, m.items)) return std::nullopt;
       m.next = r.str(kMaxIdBytes);
       if (!read_marks(r, m.cursors)) return std::nullopt;
       m.seq = r.varint();

@@ -54,14 +54,9 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
       start_rebuild();
     }
     auto& v = link.view;
-    v.status = st;
-    v.refused.clear();
-    v.up = true;
-    v.applied_stamp = st.applied_stamp;
-    v.synced_upto = st.synced_upto;
+    take_status(link, st);
     if (v.ever_up) ++v.reconnects;
     v.ever_up = true;
-    link.node_applied = st.memory_applied_stamp;
     link.backoff = options_.backoff_initial;
     link.fetch_in_flight = link.apply_in_flight = false;
     reset_gathering(link);
@@ -142,12 +137,7 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
     reset = true;
   }
   auto& v = link.view;
-  v.status = st;
-  v.refused.clear();
-  v.up = true;
-  v.applied_stamp = st.applied_stamp;
-  v.synced_upto = st.synced_upto;
-  link.node_applied = st.memory_applied_stamp;
+  take_status(link, st);
   link.send_from = reset ? 0 : st.memory_applied_stamp;
   link.needs_reset = reset;
   link.needs_rebirth = rebirth;
@@ -179,6 +169,17 @@ bool SyncMachine::marks_settled() const {
     if (!rec.forgotten && rec.cursor < rec.unsettled_upto) return false;
   }
   return true;
+}
+
+// The link is up with this STATUS.
+void SyncMachine::take_status(Link& link, const NodeStatus& st) {
+  auto& v = link.view;
+  v.status = st;
+  v.refused.clear();
+  v.up = true;
+  v.applied_stamp = st.applied_stamp;
+  v.synced_upto = st.synced_upto;
+  link.node_applied = st.memory_applied_stamp;
 }
 
 bool SyncMachine::needs_rebuild(const NodeStatus& st) const {

@@ -158,6 +158,7 @@ class SyncMachine {
   void check_digest(Link& link, const proto::msg::Applied& applied, AppliedOutcome& out);
   // Whether this node's status shows that the log cannot vouch for it: it applied stamps the
   // log never issued, or holds a history this fresh log does not know.
+  void take_status(Link& link, const NodeStatus& st);
   bool needs_rebuild(const NodeStatus& st) const;
   void start_rebuild();
   void reset_gathering(Link& l);
