@@ -8,7 +8,8 @@
 // It starts two nodes (a, b) and a syncer in a temp dir, opens the page the syncer serves, and
 // checks that it shows, without reload: agreement; a new item arriving in the feed and in both
 // columns; disagreement with the item in flight while the syncer is stopped; and agreement again
-// once a new syncer is started on the same HTTP port and data dir. It ends with a screenshot
+// once a new syncer is started on the same HTTP port and data dir; a divergence planted in node
+// b's data (test/tools/kvplant) shown red and repaired. It ends with a screenshot
 // (<artifacts>/viewer.png). Every wait has a deadline; a global timeout kills everything this
 // script started (by PID) and exits non-zero.
 
@@ -372,6 +373,44 @@ async function main() {
   const text3 = await bannerText();
   info(`banner: ${text3}`);
   if (!/agree/i.test(text3) || /disagree/i.test(text3)) throw new Error(`banner text does not say agree: ${text3}`);
+
+  step('plant a divergence: node b stopped, its copy of an item edited behind the syncer, restarted');
+  // The repair is quick: record every state the banner takes instead of hoping to see it.
+  await page.evaluate(() => {
+    const el = document.querySelector('#agreement');
+    window.__bannerStates = [];
+    new MutationObserver(() => window.__bannerStates.push(el.getAttribute('data-state')))
+      .observe(el, { attributes: true, attributeFilter: ['data-state'] });
+  });
+  await nb.stop(10000);
+  const planted = `planted ${process.pid}`;
+  await new Promise((resolve, reject) => {
+    execFile(path.join(opts.bin, 'test', 'kvplant'), [path.join(tmp, 'node-b'), id1, planted],
+      { timeout: 10000 }, (err, _out, stderr) => (err ? reject(new Error(`kvplant: ${stderr || err.message}`)) : resolve()));
+  });
+  const portOf = (addr) => addr.split(':').pop();
+  const nb2 = new Proc('kvnode-b-2', 'kvnode',
+    ['--name', 'b', '--data', path.join(tmp, 'node-b'), '--port', portOf(mb[1]), '--http-port', portOf(mb[2])]);
+  procs.push(nb2);
+  await nb2.waitForLine(readyRe('b'), 15000);
+  const says = (text) => [...document.querySelectorAll('#feed .bad')].some((e) => e.textContent.includes(text));
+  await waitFor("feed entry (error): node b holds other items than the syncer's log", says,
+    "node b at stamp", 20000);
+  await waitFor('the banner turned red (diverged)', () => window.__bannerStates.includes('diverged'));
+  const seen = await page.evaluate(() => window.__bannerStates.join(' → '));
+  info(`banner states: ${seen}`);
+  step('the syncer repairs node b: agreement again, with the original title');
+  await waitFor(`feed entry: node b holds the log's items again`,
+    () => [...document.querySelectorAll('#feed li')].some((e) => e.textContent.includes("holds the log's items again")),
+    undefined, 20000);
+  await waitFor(`${id1} in node b's column with its title again`,
+    ([rb, title]) => document.querySelector(rb)?.textContent.includes(title), [row('b', id1), title1], 20000);
+  const red = await bannerText();
+  info(`banner: ${red}`);
+  if (!/diverged/i.test(red) || !/repaired/i.test(red)) throw new Error(`the banner does not say diverged, repaired: ${red}`);
+  step('the red banner stays a while after the repair (15 s), then the nodes agree');
+  await bannerIs('agree', 30000);
+  info(`banner: ${await bannerText()}`);
   if (pageErrors.length) throw new Error(`uncaught errors in the page: ${pageErrors.join('; ')}`);
 
   step('screenshot');

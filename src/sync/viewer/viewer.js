@@ -70,6 +70,7 @@
       check: null,            // {stamp, agrees}: the latest comparison
       diverged: false,        // the syncer found it holding other items than the log
       divergence: '',         // the syncer's sentence about it
+      repairedAt: null,       // when it agreed again (the banner stays red a while after)
       baseline: null,         // {seq, stamp}: notifications at or below it are already in the snapshot
       pending: null,          // notifications buffered while /items is being fetched
       rev: 0,                 // bumped on every change of items
@@ -308,7 +309,7 @@
           for (const v of nodes.values()) {
             if (v.name !== name) continue;
             v.check = { stamp: s, agrees: m.agrees === true };
-            if (m.agrees === true) v.diverged = false;
+            if (m.agrees === true) divergenceRepaired(v);
           }
         }
         feed({ kind: 'syncer', node: 'syncer', op: 'applied', text: `applied on node ${name} up to ${s ?? '?'}${extra}` });
@@ -320,9 +321,13 @@
         const diverged = m.type === 'divergence';
         for (const v of nodes.values()) {
           if (v.name !== name) continue;
-          v.diverged = diverged;
-          v.divergence = diverged ? str(m.text) : '';
-          if (!diverged) v.check = null;
+          if (diverged) {
+            v.diverged = true;
+            v.repairedAt = null;
+            v.divergence = str(m.text);
+          } else {
+            divergenceRepaired(v);
+          }
         }
         feedMeta('syncer', str(m.text), diverged);
         break;
@@ -359,9 +364,11 @@
       const http = str(raw.http);
       if (typeof raw.connected === 'boolean') v.syncerLink = raw.connected;
       if (num(raw.applied_stamp) !== null) v.syncerApplied = raw.applied_stamp;
-      if (typeof raw.diverged === 'boolean') {
-        v.diverged = raw.diverged;
-        if (!raw.diverged) v.divergence = '';
+      if (raw.diverged === true && !v.diverged) {
+        v.diverged = true;
+        v.repairedAt = null;
+      } else if (raw.diverged === false) {
+        divergenceRepaired(v);
       }
       if (name && v.name && name !== v.name) {
         // Another node now answers at this address: what we knew is about a different node.
@@ -593,6 +600,18 @@
 
   // ---------------------------------------------------------------- agreement
 
+  // A repair is often over within milliseconds: the banner stays red this long after it, so
+  // that a person sees that it happened.
+  const DIVERGENCE_SHOWN_MS = 15000;
+  function divergenceRepaired(v) {
+    if (!v.diverged || v.repairedAt !== null) return;
+    v.repairedAt = Date.now();
+    setTimeout(schedule, DIVERGENCE_SHOWN_MS + 50);
+  }
+  function showsDivergence(v) {
+    return v.diverged && (v.repairedAt === null || Date.now() - v.repairedAt < DIVERGENCE_SHOWN_MS);
+  }
+
   /** -> {state, title, detail, inflight:Set, missing: Map(address -> Set ids)} */
   function computeAgreement() {
     const views = [...nodes.values()];
@@ -602,11 +621,15 @@
         detail: syncer.status === 'live' ? 'the syncer knows no nodes' : 'waiting for the node list from the syncer' };
     }
     // A divergence the syncer found outranks everything: it is never in flight.
-    const diverged = views.filter((v) => v.diverged);
+    const diverged = views.filter(showsDivergence);
     if (diverged.length) {
+      const who = diverged.map((v) => `node ${nodeLabel(v)}`).join(', ');
+      const repaired = diverged.every((v) => v.repairedAt !== null);
       return { ...none, state: 'diverged',
-        title: `Nodes diverged — ${diverged.map((v) => `node ${nodeLabel(v)}`).join(', ')} ` +
-          `${diverged.length === 1 ? 'holds' : 'hold'} other items than the syncer's log`,
+        title: repaired
+          ? `Nodes diverged — ${who} held other items than the syncer's log; repaired by a full resync ` +
+            `at ${diverged.map((v) => clock(new Date(v.repairedAt))).join(', ')}`
+          : `Nodes diverged — ${who} ${diverged.length === 1 ? 'holds' : 'hold'} other items than the syncer's log`,
         detail: diverged.map((v) => v.divergence).filter((t) => t).join(' · ') ||
           'the syncer is repairing it with a full resync' };
     }
