@@ -42,19 +42,34 @@ mkdir -p "$data"
 data="$(cd "$data" && pwd)"
 pidfile="$data/cluster.pids"
 
+# True when PID is a running (not zombie) kvnode or kvsync of this data directory. A PID alone
+# proves nothing: a process killed with -9 may not be reaped yet, and its number may since
+# belong to something else.
+ours() {
+  local pid=$1 state cmd
+  [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ] || return 1
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  case "$cmd" in
+    *"kvnode "*"--data $data/"* | *"kvsync "*"--data $data/"*) return 0 ;;
+  esac
+  return 1
+}
+
 # Ends the processes this script started (their PIDs are in the pid file), politely first.
 stop_all() {
   [ -f "$pidfile" ] || return 0
-  local pids
-  pids=$(cat "$pidfile")
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+  local pids=()
+  for p in $(cat "$pidfile"); do ours "$p" && pids+=("$p"); done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for _ in $(seq 1 100); do
     local alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    for p in "${pids[@]}"; do ours "$p" && alive=1; done
     [ $alive -eq 0 ] && break
     sleep 0.1
   done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do ours "$p" && kill -KILL "$p" 2>/dev/null || true; done
   rm -f "$pidfile"
 }
 
@@ -67,7 +82,7 @@ fi
 
 if [ -f "$pidfile" ]; then
   for p in $(cat "$pidfile"); do
-    if kill -0 "$p" 2>/dev/null; then
+    if ours "$p"; then
       echo "a cluster is already running from $data; stop it with: scripts/cluster.sh down --data $data" >&2
       exit 1
     fi
@@ -99,7 +114,7 @@ trap 'echo; echo "stopping the cluster"; stop_all; exit 0' INT TERM
 wait_ready() {
   for _ in $(seq 1 300); do
     grep -q "^$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || { echo "failed to start; see ${1%.out}.log:" >&2; tail -5 "${1%.out}.log" >&2; stop_all; exit 1; }
+    ours "$3" || { echo "failed to start; see ${1%.out}.log:" >&2; tail -5 "${1%.out}.log" >&2; stop_all; exit 1; }
     sleep 0.1
   done
   echo "timed out waiting for $1" >&2; stop_all; exit 1

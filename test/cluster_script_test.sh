@@ -48,12 +48,21 @@ if KV_NO_BUILD=1 KV_BUILD="$bin" bash "$root/scripts/cluster.sh" --base-port "$b
 fi
 pids=$(cat "$data/cluster.pids")
 bash "$root/scripts/cluster.sh" down --data "$data" | grep -q "cluster stopped"
+# Gone, or a zombie that PID 1 has not reaped yet (it reaps lazily here).
+running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" | cut -d' ' -f1)" != Z ]; }
 for p in $pids; do
-  if kill -0 "$p" 2>/dev/null; then echo "process $p still running after down"; exit 1; fi
+  if running "$p"; then echo "process $p still running after down"; exit 1; fi
 done
+# A pid file left behind whose PID now belongs to another process (here one of ours, a sleep):
+# cluster.sh must neither refuse to start nor end that process.
+sleep 120 &
+stranger=$!
+echo "$stranger" > "$data/cluster.pids"
 # Started again, the cluster still has the item, on every node.
 KV_NO_BUILD=1 KV_BUILD="$bin" timeout 300 bash "$root/scripts/cluster.sh" --nodes 3 \
-  --base-port "$base" --data "$data" --detach > "$out" 2>&1 || { cat "$out"; exit 1; }
+  --base-port "$base" --data "$data" --detach > "$out" 2>&1 || { cat "$out"; kill "$stranger"; exit 1; }
+running "$stranger" || { echo "cluster.sh ended a process it did not start"; exit 1; }
+kill "$stranger"
 for n in 1 2 3; do
   HOME="$data" "$bin/kvcli" --nodes "$nodes" --route $n list | grep -q "from the script test" ||
     { echo "node $n lost the item across a restart"; exit 1; }
@@ -61,6 +70,6 @@ done
 pids=$(cat "$data/cluster.pids")
 bash "$root/scripts/cluster.sh" down --data "$data" | grep -q "cluster stopped"
 for p in $pids; do
-  if kill -0 "$p" 2>/dev/null; then echo "process $p still running after down"; exit 1; fi
+  if running "$p"; then echo "process $p still running after down"; exit 1; fi
 done
 echo "1 passed, 0 failed"
