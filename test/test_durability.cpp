@@ -494,8 +494,9 @@ std::unique_ptr<Process> trace_fdatasync(Cluster& c, int pid, const std::string&
                                          const std::string& name) {
   const auto log = c.dir() / (name + ".log");
   auto tracer = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/bin/strace", "-f", "-p", std::to_string(pid), "-e", "trace=fdatasync",
-                               "-e", "inject=fdatasync:" + inject, "-o", "/dev/null"},
+      std::vector<std::string>{"/usr/bin/strace", "-f", "-p", std::to_string(pid), "-e",
+                               "trace=fdatasync", "-e", "inject=fdatasync:" + inject, "-o",
+                               "/dev/null"},
       log);
   BOOST_TEST_REQUIRE(
       wait_until([&] { return file_text(log).find("attached") != std::string::npos; }),
