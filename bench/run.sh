@@ -242,6 +242,13 @@ row "restart of node a with $items items (ms to ready)" "$ms" "(target: 2000)" "
 
 cat "$results"
 if [ $smoke -eq 1 ]; then
+  # The harness works only if kvbench measured something: every kvstore figure a number above 0.
+  bad=$(awk -F'|' 'NR > 2 && ($3 !~ /^ *[0-9]+(\.[0-9]+)? *$/ || $3 + 0 <= 0) { print $2 }' "$results")
+  if [ -n "$bad" ]; then
+    echo "no figure measured for:"; echo "$bad"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
   echo "1 passed, 0 failed"
   exit 0
 fi
