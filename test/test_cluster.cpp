@@ -257,6 +257,11 @@ BOOST_AUTO_TEST_CASE(kvcli_fails_over_when_a_node_is_down) {
   r = c.cli({"--json", "nodes"});
   o = json_lines(r.out).at(0);
   BOOST_TEST(!o.at("nodes").at(0).at("reachable").as_bool());
+  // A sentence, not Boost's "[system:111 at /usr/include/boost/asio/...]" (issue 11).
+  BOOST_TEST(o.at("nodes").at(0).at("error").as_string() == "Connection refused");
+  r = c.cli({"nodes"});
+  BOOST_TEST(r.out.find("DOWN  Connection refused\n") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("/usr/include") == std::string::npos, r.out);
   c.stop_node(1);
   r = c.cli({"--json", "list"});
   BOOST_TEST(r.code == 1);
@@ -283,8 +288,8 @@ BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
     return fd;
   };
   std::string buf;  // bytes read but not yet decoded, for the connection in use
-  auto read_frame = [&buf](int fd) -> std::optional<std::pair<std::uint8_t, std::string>> {
-    char tmp[4096];
+  ReadResult last = ReadResult::kData;
+  auto read_frame = [&](int fd) -> std::optional<std::pair<std::uint8_t, std::string>> {
     for (;;) {
       auto d = proto::decode_frame({reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size()});
       if (d.status == proto::DecodeStatus::kFrame) {
@@ -294,9 +299,8 @@ BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
         buf.erase(0, d.frame.size);
         return f;
       }
-      const ssize_t n = ::read(fd, tmp, sizeof tmp);
-      if (n <= 0) return std::nullopt;
-      buf.append(tmp, n);
+      last = read_some(fd, buf);
+      if (last != ReadResult::kData) return std::nullopt;
     }
   };
   auto send = [](int fd, const std::string& s) {
@@ -313,7 +317,8 @@ BOOST_AUTO_TEST_CASE(malformed_frames_get_an_error_and_the_node_keeps_serving) {
   BOOST_TEST_REQUIRE(f.has_value());
   BOOST_TEST(f->first == 0xFF);
   BOOST_TEST(error_code(f->second) == static_cast<int>(proto::ErrorCode::kFrameTooLarge));
-  BOOST_TEST(!read_frame(fd).has_value());  // closed
+  BOOST_TEST(!read_frame(fd).has_value());
+  BOOST_TEST((last == ReadResult::kClosed), "the node went silent instead of closing");
   close(fd);
 
   // Pipelined in one write: an unknown type, a garbage payload, then a valid request. Each gets

@@ -5,7 +5,10 @@
 
 #include <random>
 
+#include <boost/json.hpp>
+
 #include "common/item.hpp"
+#include "common/item_json.hpp"
 #include "common/notification.hpp"
 #include "common/protocol.hpp"
 
@@ -54,7 +57,7 @@ std::vector<std::pair<MsgType, Response>> all_responses() {
           {MsgType::kGet, msg::ItemReply{sample_item(2)}},
           {MsgType::kWait, msg::Waited{true, {{"a", 5, 17}}}},
           {MsgType::kWait, msg::Waited{false, {}}},
-          {MsgType::kList, msg::ItemsReply{{sample_item(1), sample_item(2), sample_item(3)}}},
+          {MsgType::kList, msg::ItemsReply{{sample_item(1), sample_item(2), sample_item(3)}, ""}},
           {MsgType::kList, msg::ItemsReply{}},
           {MsgType::kList, msg::ItemsReply{{sample_item(4)}, "4a"}},
           {MsgType::kFetch, changes},
@@ -263,6 +266,18 @@ BOOST_AUTO_TEST_CASE(item_ids_are_short_unique_per_node_and_sort_by_number) {
   BOOST_TEST(valid_node_name("abc"));
   BOOST_TEST(!valid_node_name("Abc"));
   BOOST_TEST(!valid_node_name("abcdefghi"));
+}
+
+// One JSON shape for an item everywhere (issue 11): every field, deleted included, and back.
+BOOST_AUTO_TEST_CASE(an_item_has_one_json_shape_and_reads_back) {
+  namespace json = boost::json;
+  const Item it{"12b", "Buy \"milk\"", true, true, 42};
+  const json::value v = json::value_from(it);
+  BOOST_TEST(json::serialize(v) ==
+             R"({"id":"12b","title":"Buy \"milk\"","completed":true,"deleted":true,"version":42})");
+  BOOST_TEST((json::value_to<Item>(v) == it));
+  BOOST_CHECK_THROW(json::value_to<Item>(json::parse(R"({"id":"1a","title":"t"})")),
+                    std::exception);
 }
 
 BOOST_AUTO_TEST_CASE(notifications_round_trip_through_json) {

@@ -16,6 +16,7 @@
 #include "client/commands.hpp"
 #include "client/session.hpp"
 #include "common/command_line.hpp"
+#include "common/describe.hpp"
 #include "common/node_client.hpp"
 #include "common/secret.hpp"
 #include "common/tls.hpp"
@@ -225,7 +226,7 @@ int main(int argc, char** argv) {
     save_token(session);
     return code;
   } catch (const std::exception& e) {
-    std::cerr << "kvcli: " << e.what() << std::endl;
+    std::cerr << "kvcli: " << kv::describe(e) << std::endl;
     return 2;
   }
 }

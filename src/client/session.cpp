@@ -17,6 +17,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/describe.hpp"
+#include "common/item_json.hpp"
 #include "common/node_client.hpp"
 #include "common/notification.hpp"
 #include "common/ws_client.hpp"
@@ -31,11 +33,6 @@ namespace {
 struct NotReached : boost::system::system_error {
   using boost::system::system_error::system_error;
 };
-
-json::object item_json(const Item& it) {
-  return json::object{
-      {"id", it.id}, {"title", it.title}, {"completed", it.completed}, {"version", it.version}};
-}
 
 std::string now_hms() {
   const std::time_t t = std::time(nullptr);
@@ -390,7 +387,7 @@ bool Session::Impl::run_routed(proto::Request req, const char* verb, std::ostrea
     remember(items);
     if (options.json) {
       json::array arr;
-      for (const auto& it : items) arr.push_back(item_json(it));
+      for (const auto& it : items) arr.push_back(json::value_from(it));
       json::object o{{"ok", true}, {"node", node}, {"items", std::move(arr)}};
       if (!skipped.empty()) o["skipped"] = skipped;
       if (!behind.empty()) {
@@ -504,8 +501,9 @@ bool Session::Impl::run_nodes(std::ostream& out) {
     } catch (const std::exception& e) {
       clients[i]->close();
       o["reachable"] = false;
-      o["error"] = e.what();
-      if (!options.json) out << label(i) << "  " << style.error("DOWN") << "  " << e.what() << "\n";
+      o["error"] = describe(e);
+      if (!options.json)
+        out << label(i) << "  " << style.error("DOWN") << "  " << describe(e) << "\n";
     }
     arr.push_back(std::move(o));
   }
@@ -583,7 +581,7 @@ bool Session::Impl::run_watch(const cmd::Watch& w, std::ostream& out, std::ostre
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
-          if (!options.json) err << label(i) << ": " << ex.what() << std::endl;
+          if (!options.json) err << label(i) << ": " << describe(ex) << std::endl;
           failed = true;
         }
       }

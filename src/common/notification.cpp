@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include "common/item_json.hpp"
+
 namespace kv {
 
 namespace json = boost::json;
@@ -29,11 +31,7 @@ std::string to_json(const Notification& n) {
     o["op"] = n.op;
     o["stamp"] = n.stamp;
     o["origin"] = n.origin;
-    o["item"] = json::object{{"id", n.item.id},
-                             {"title", n.item.title},
-                             {"completed", n.item.completed},
-                             {"deleted", n.item.deleted},
-                             {"version", n.item.version}};
+    o["item"] = json::value_from(n.item);
   }
   return json::serialize(o);
 }
@@ -65,12 +63,7 @@ std::optional<Notification> parse_notification(std::string_view text) {
     n.op = json::value_to<std::string>(o.at("op"));
     n.stamp = json::value_to<std::uint64_t>(o.at("stamp"));
     n.origin = json::value_to<std::string>(o.at("origin"));
-    const json::object& it = o.at("item").as_object();
-    n.item.id = json::value_to<std::string>(it.at("id"));
-    n.item.title = json::value_to<std::string>(it.at("title"));
-    n.item.completed = it.at("completed").as_bool();
-    n.item.deleted = it.at("deleted").as_bool();
-    n.item.version = json::value_to<std::uint64_t>(it.at("version"));
+    n.item = json::value_to<Item>(o.at("item"));
     return n;
   } catch (const std::exception&) {
     return std::nullopt;

@@ -16,6 +16,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/describe.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/protocol.hpp"
@@ -426,7 +427,7 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
             try {
               std::rethrow_exception(e);
             } catch (const std::exception& ex) {
-              KV_LOG(error) << "session ended: " << ex.what();
+              KV_LOG(error) << "session ended: " << describe(ex);
             }
           }
         });

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "common/item_json.hpp"
 #include "common/metrics.hpp"
 #include "common/notification.hpp"
 #include "node/store.hpp"
@@ -36,11 +37,7 @@ std::string items_json(const Store& store) {
   json::array items;
   items.reserve(page.items.size());
   for (const auto& it : page.items) {
-    items.push_back(json::object{{"id", it.id},
-                                 {"title", it.title},
-                                 {"completed", it.completed},
-                                 {"deleted", it.deleted},
-                                 {"version", it.version}});
+    items.push_back(json::value_from(it));
   }
   json::object o{{"node", s.name},
                  {"seq", s.seq},

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "common/command_line.hpp"
+#include "common/describe.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/notification.hpp"
@@ -123,7 +124,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   } catch (const std::exception& e) {
-    std::cerr << "kvnode: " << e.what() << std::endl;
+    std::cerr << "kvnode: " << kv::describe(e) << std::endl;
     return 2;
   }
   binary_options.secret = secret;
@@ -141,8 +142,13 @@ int main(int argc, char** argv) {
     // before the io_context, whose sessions still refer to them when it destroys them.
     kv::web::Hub hub;
     kv::metrics::Registry metrics;
-    kv::node::Store store({data, name, sync, /*background_commit=*/true,
-                           /*await_syncer=*/vm.count("standalone") == 0});
+    kv::node::StoreOptions store_options;
+    store_options.dir = data;
+    store_options.name = name;
+    store_options.sync_writes = sync;
+    store_options.background_commit = true;
+    store_options.await_syncer = vm.count("standalone") == 0;
+    kv::node::Store store(store_options);
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
     // The writer thread reports finished groups; the I/O thread processes them and wakes the
@@ -228,10 +234,10 @@ int main(int argc, char** argv) {
     KV_LOG(info) << "node " << name << " stopped";
     return 0;
   } catch (const kv::StoreError& e) {
-    std::cerr << "kvnode: " << e.what() << std::endl;
+    std::cerr << "kvnode: " << kv::describe(e) << std::endl;
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "kvnode: " << e.what() << std::endl;
+    std::cerr << "kvnode: " << kv::describe(e) << std::endl;
     return 1;
   }
 }

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "common/command_line.hpp"
+#include "common/describe.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/node_client.hpp"
@@ -54,7 +55,10 @@ int forget_node(int argc, char** argv) {
     return 2;
   }
   try {
-    kv::sync::SyncLog log({data, true});
+    kv::sync::SyncLogOptions options;
+    options.dir = data;
+    options.sync_writes = true;
+    kv::sync::SyncLog log(options);
     if (!log.forget(name)) {
       std::cout << "the log in " << data << " does not know a node named " << name << "\n";
       return 1;
@@ -62,7 +66,7 @@ int forget_node(int argc, char** argv) {
     std::cout << "forgot node " << name << ": if it comes back, it is resynced from scratch\n";
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "kvsync forget-node: " << e.what() << "\n";
+    std::cerr << "kvsync forget-node: " << kv::describe(e) << "\n";
     return 1;
   }
 }
@@ -184,10 +188,10 @@ int main(int argc, char** argv) {
     KV_LOG(info) << "syncer stopped";
     return 0;
   } catch (const kv::StoreError& e) {
-    std::cerr << "kvsync: " << e.what() << std::endl;
+    std::cerr << "kvsync: " << kv::describe(e) << std::endl;
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "kvsync: " << e.what() << std::endl;
+    std::cerr << "kvsync: " << kv::describe(e) << std::endl;
     return 1;
   }
 }

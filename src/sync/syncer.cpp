@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/describe.hpp"
+#include "common/item_json.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/node_client.hpp"
@@ -42,14 +44,6 @@ struct Link {
 using Clock = std::chrono::steady_clock;
 namespace json = boost::json;
 
-json::object item_json(const Item& it) {
-  return json::object{{"id", it.id},
-                      {"title", it.title},
-                      {"completed", it.completed},
-                      {"deleted", it.deleted},
-                      {"version", it.version}};
-}
-
 // One line per stamped change, printed once every connected node applied it.
 struct Report {
   std::string origin;
@@ -73,11 +67,6 @@ std::string quoted(const std::string& s) {
   return "\"" + s + "\"";
 }
 
-// system_error's what() carries Boost's source location; people want the sentence.
-std::string describe(const std::exception& e) {
-  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) return se->code().message();
-  return e.what();
-}
 }  // namespace
 
 struct Syncer::Impl {
@@ -407,7 +396,7 @@ void Syncer::Impl::report_stamp(std::size_t i, const proto::msg::Changes& got,
     json::array changes;
     for (const auto& c : stamped.accepted) {
       changes.push_back(json::object{
-          {"origin_seq", c.origin_seq}, {"op", op(c.item)}, {"item", item_json(c.item)}});
+          {"origin_seq", c.origin_seq}, {"op", op(c.item)}, {"item", json::value_from(c.item)}});
     }
     emit(json::object{{"type", "stamp"},
                       {"stamp", stamped.stamp},
