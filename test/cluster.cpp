@@ -1,6 +1,7 @@
 #include "cluster.hpp"
 
 #include <algorithm>
+#include <cerrno>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -144,6 +145,7 @@ std::string Process::wait_for_line(const std::string& text, std::chrono::millise
     for (auto nl = buffered_.find('\n'); nl != std::string::npos; nl = buffered_.find('\n')) {
       std::string line = buffered_.substr(0, nl);
       buffered_.erase(0, nl + 1);
+      passed_.push_back(line);
       if (line.find(text) != std::string::npos) return line;
     }
     pollfd p{out_fd_, POLLIN, 0};
@@ -236,6 +238,17 @@ int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer)
     return -1;
   }
   return fd;
+}
+
+ReadResult read_some(int fd, std::string& into) {
+  char buf[4096];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  if (n > 0) {
+    into.append(buf, static_cast<std::size_t>(n));
+    return ReadResult::kData;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kTimedOut;
+  return ReadResult::kClosed;
 }
 
 std::optional<std::string> ws_handshake(int fd, const std::string& target) {

@@ -38,6 +38,9 @@ class Process {
   int wait(std::chrono::milliseconds deadline = 20s);
   bool running();
   std::string read_all(std::chrono::milliseconds deadline = 20s);  // stdout until EOF
+  // Every line wait_for_line() has read so far, the one it returned included: a test that
+  // waits for one line can still check all the others.
+  const std::vector<std::string>& lines_passed() const { return passed_; }
   std::string log_tail() const;
 
  private:
@@ -45,6 +48,7 @@ class Process {
   int out_fd_ = -1;
   std::thread stdin_writer_;  // feeds standard input while we read standard output
   std::string buffered_;
+  std::vector<std::string> passed_;
   std::optional<int> status_;
   std::filesystem::path log_;
 };
@@ -68,6 +72,11 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
 // A blocking TCP connection to 127.0.0.1:port whose reads time out after `read_timeout_s`,
 // with a receive buffer of `receive_buffer` bytes if given. Returns the fd, or -1.
 int connect_loopback(std::uint16_t port, int read_timeout_s, int receive_buffer = 0);
+// One read from a socket made by connect_loopback: data (appended to `into`), the peer's close
+// (EOF or reset), or nothing before the read timeout. A node that goes silent must never pass
+// for one that closed the connection.
+enum class ReadResult { kData, kClosed, kTimedOut };
+ReadResult read_some(int fd, std::string& into);
 
 // Sends a WebSocket upgrade for `target` on `fd` and reads the response head. Returns what came
 // after it (the first frames), or nullopt if the node did not switch protocols.
