@@ -267,6 +267,8 @@ std::optional<std::string> SyncMachine::finish_rebuild() {
     // A node behind the compaction point may hold items whose deletes it never got.
     if (l.node_applied < r.purged_upto) continue;
     for (const auto& e : l.dump_items) {
+      // A stamp some node holds is handed out already, whatever its STATUS said.
+      r.counter = std::max(r.counter, e.stamp);
       auto [it, fresh] = latest.try_emplace(e.item.id, e);
       if (!fresh &&
           stamped_beats(e.item.deleted, e.stamp, it->second.item.deleted, it->second.stamp)) {
