@@ -701,7 +701,9 @@ class World {
               (outcome.compacted ? ", purged " + std::to_string(outcome.compacted) + " up to " +
                                        std::to_string(s.log->purged_upto())
                                  : ""));
-        if (outcome.divergence) anomaly("digest-mismatch", *outcome.divergence);
+        if (outcome.divergence) {
+          anomaly("digest-mismatch", *outcome.divergence + differences_with_log(name));
+        }
         if (outcome.repaired) event("syncer: " + *outcome.repaired);
       }
     } catch (const StoreError& e) {
@@ -942,6 +944,37 @@ class World {
     start_syncer(std::move(config), restored_log);
   }
 
+  // What node `name` holds that the log does not, and the reverse (at most a few): the details
+  // a digest mismatch does not give.
+  std::string differences_with_log(const std::string& name) const {
+    std::map<std::string, std::string> node, log;
+    auto text = [](const Item& it) {
+      return it.title + (it.completed ? " done" : " open") + " v" + std::to_string(it.version);
+    };
+    for (const auto& n : nodes_) {
+      if (n.name != name || !n.store) continue;
+      for (const auto& s : n.store->dump()) {
+        if (!s.item.deleted) node[s.item.id] = text(s.item);
+      }
+    }
+    for (const auto& e : syncer_.log->snapshot()) {
+      if (!e.item.deleted) log[e.item.id] = text(e.item);
+    }
+    std::string out;
+    int shown = 0;
+    for (const auto& [id, v] : node) {
+      auto it = log.find(id);
+      if (it != log.end() && it->second == v) continue;
+      if (++shown > 5) break;
+      out += "; " + id + ": node " + v + ", log " + (it == log.end() ? "none" : it->second);
+    }
+    for (const auto& [id, v] : log) {
+      if (node.count(id) || ++shown > 5) continue;
+      out += "; " + id + ": node none, log " + v;
+    }
+    return out;
+  }
+
   // ---- Invariants -----------------------------------------------------------------------------
   // Every stamp names one value: two holders of (id, stamp) hold the same value.
   void check_stamps() {
@@ -962,7 +995,9 @@ class World {
         if (s.local_seq == 0 && s.stamp > 0) see("node " + nodes_[n].name, s.item, s.stamp);
       }
     }
-    if (syncer_.up) {
+    // A log that is being rebuilt, or not yet checked against every node (new, restored), may
+    // hold what an older copy stamped; it hands none of it out before the rebuild replaces it.
+    if (syncer_.up && !syncer_.machine->rebuilding() && !syncer_.log->unverified()) {
       for (const auto& e : syncer_.log->snapshot()) see("the log", e.item, e.stamp);
     }
   }
