@@ -173,13 +173,16 @@ int main(int argc, char** argv) {
     ("timeout", po::value(&timeout_ms)->default_value(3000), "per-request deadline in ms");
   // clang-format on
 
-  // Options come first; the first word that is not an option starts the command.
+  // Options come first; the first word that is not an option starts the command. Which ones
+  // take a value (as the next word) the table above says.
+  const auto takes_value = [&opts](const std::string& arg) {
+    if (arg.rfind("--", 0) != 0 || arg.find('=') != std::string::npos) return false;
+    const auto* d = opts.find_nothrow(arg.substr(2), false);
+    return d != nullptr && d->semantic()->max_tokens() > 0;
+  };
   int split = 1;
   while (split < argc && std::strncmp(argv[split], "-", 1) == 0) {
-    const std::string a = argv[split];
-    const bool takes_value = a == "--nodes" || a == "--route" || a == "--timeout" ||
-                             a == "--session-wait" || a == "--secret-file" || a == "--tls-ca";
-    split += takes_value ? 2 : 1;
+    split += takes_value(argv[split]) ? 2 : 1;
   }
   split = std::min(split, argc);
   po::variables_map vm;
