@@ -54,10 +54,13 @@ void register_gauges(kv::metrics::Registry& m, const kv::node::Store& store,
 
 int main(int argc, char** argv) {
   std::string name, data, host, level, log_format, durability, secret_file, tls_cert, tls_key;
-  unsigned idle_timeout_s = 300, frame_timeout_ms = 10000;
   unsigned short port = 0, http_port = 0;
   kv::node::BinaryOptions binary_options;
   kv::web::Limits http_limits;
+  // Every default below is the options struct's own: one place to change it.
+  unsigned idle_timeout_s = static_cast<unsigned>(
+      std::chrono::duration_cast<std::chrono::seconds>(binary_options.idle_timeout).count());
+  unsigned frame_timeout_ms = static_cast<unsigned>(binary_options.frame_timeout.count());
   po::options_description opts(
       "kvnode: a kvstore data node\n\n"
       "Usage: kvnode --name a --data DIR [--port 7001] [--http-port 7101]\n\nOptions");
@@ -86,17 +89,17 @@ int main(int argc, char** argv) {
      "PEM certificate chain (this node's certificate first): the binary port and the HTTP port "
      "then speak only TLS (https, wss). Needs --tls-key")
     ("tls-key", po::value(&tls_key), "PEM private key of --tls-cert")
-    ("max-connections", po::value(&binary_options.max_connections)->default_value(1024),
+    ("max-connections", po::value(&binary_options.max_connections)->default_value(binary_options.max_connections),
      "binary-protocol connections served at once; more are closed at once")
-    ("max-pipeline", po::value(&binary_options.max_pipeline)->default_value(1024),
+    ("max-pipeline", po::value(&binary_options.max_pipeline)->default_value(binary_options.max_pipeline),
      "requests of one connection answered per round; more wait for the next")
-    ("idle-timeout", po::value(&idle_timeout_s)->default_value(300),
+    ("idle-timeout", po::value(&idle_timeout_s)->default_value(idle_timeout_s),
      "seconds a binary connection may stay silent")
-    ("frame-timeout", po::value(&frame_timeout_ms)->default_value(10000),
+    ("frame-timeout", po::value(&frame_timeout_ms)->default_value(frame_timeout_ms),
      "ms a frame may take to arrive once it has begun (slow senders are cut off)")
-    ("http-max-connections", po::value(&http_limits.max_connections)->default_value(256),
+    ("http-max-connections", po::value(&http_limits.max_connections)->default_value(http_limits.max_connections),
      "HTTP/WebSocket connections served at once")
-    ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(4096),
+    ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(http_limits.queue_limit),
      "notifications queued per WebSocket subscriber before it is disconnected")
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
     ("log-format", po::value(&log_format)->default_value("text"),

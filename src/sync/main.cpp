@@ -99,9 +99,9 @@ int main(int argc, char** argv) {
      "DIR")
     ("durability", po::value(&durability)->default_value("sync"),
      "sync: fsync each stamp before fanning it out; async: leave it to the OS")
-    ("fetch-limit", po::value(&options.fetch_limit)->default_value(1000),
+    ("fetch-limit", po::value(&options.fetch_limit)->default_value(options.fetch_limit),
      "changes fetched from a node in one request")
-    ("batch-limit", po::value(&options.batch_limit)->default_value(1000),
+    ("batch-limit", po::value(&options.batch_limit)->default_value(options.batch_limit),
      "changes sent to a node in one request")
     ("host", po::value(&host)->default_value("127.0.0.1"), "address the HTTP port listens on")
     ("secret-file", po::value(&secret_file),
