@@ -89,9 +89,12 @@ struct Store::Impl {
   bool degraded = false;  // the database could not be reopened after a failed write
   std::chrono::steady_clock::time_point last_recovery;
   void recover();
-  std::optional<Error> degraded_error();
-  std::optional<Error> fence() {
-    if (auto e = degraded_error()) return e;
+  // While degraded: reopens the database (at most once a second); the error to refuse a write
+  // with while it stays degraded. Only write paths and tick() call it, never a read.
+  std::optional<Error> recover_or_refuse();
+  // Why a client write is refused now (degraded, or fenced until the syncer's first APPLY).
+  std::optional<Error> write_refusal() {
+    if (auto e = recover_or_refuse()) return e;
     if (!fenced) return std::nullopt;
     return Error{ErrorCode::kUnavailable,
                  "node " + meta.name +
@@ -290,7 +293,7 @@ void Store::Impl::process(const CommitResult& r) {
 void Store::Impl::recover() {
   // After a failed write RocksDB's log writer is unusable: close and reopen the database,
   // which replays its log, then reload memory from it. Blocking, on the store's thread, and
-  // rare. Until it succeeds the node refuses writes (see degraded_error()).
+  // rare. Until it succeeds the node refuses writes (see recover_or_refuse()).
   last_recovery = now();
   marks.clear();  // they may describe an APPLY that never reached the disk
   // So may the id floor that lifted the write fence: raise it again until the syncer's next
@@ -316,7 +319,7 @@ void Store::Impl::recover() {
   }
 }
 
-std::optional<Error> Store::Impl::degraded_error() {
+std::optional<Error> Store::Impl::recover_or_refuse() {
   if (!degraded) return std::nullopt;
   if (now() - last_recovery > std::chrono::seconds(1)) recover();
   if (!degraded) return std::nullopt;
@@ -444,7 +447,7 @@ Result<Item> Store::Impl::commit_local(const std::string& id, Record rec, const 
 
 Result<Item> Store::create(std::string_view title) {
   if (!valid_title(title)) return bad_title();
-  if (auto e = impl_->fence()) return *e;
+  if (auto e = impl_->write_refusal()) return *e;
   auto& m = impl_->meta;
   const std::string id = make_item_id(++m.max_id_number, m.name);  // stored with the change
   Record rec;
@@ -468,7 +471,7 @@ Result<Item> Store::update(const proto::msg::Update& req) {
     return Error{ErrorCode::kInvalidArgument, "an update must change the title or completion"};
   }
   if (req.title && !valid_title(*req.title)) return bad_title();
-  if (auto e = impl_->fence()) return *e;
+  if (auto e = impl_->write_refusal()) return *e;
   auto found = get(req.id);
   if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
   Record rec = impl_->items.find(req.id)->second;
@@ -478,7 +481,7 @@ Result<Item> Store::update(const proto::msg::Update& req) {
 }
 
 Result<Item> Store::remove(std::string_view id) {
-  if (auto e = impl_->fence()) return *e;
+  if (auto e = impl_->write_refusal()) return *e;
   auto found = get(id);
   if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
   Record rec = impl_->items.find(id)->second;
@@ -540,7 +543,7 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
 
 Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   auto& im = *impl_;
-  if (auto e = im.degraded_error()) return *e;
+  if (auto e = im.recover_or_refuse()) return *e;
   if (batch.synced_upto > im.meta.seq) {
     return Error{ErrorCode::kInvalidArgument,
                  "the syncer claims changes up to " + std::to_string(batch.synced_upto) +
@@ -799,7 +802,7 @@ bool Store::degraded() const {
 }
 
 void Store::tick() {
-  impl_->degraded_error();
+  impl_->recover_or_refuse();
 }
 
 NodeStatus Store::status() const {
