@@ -49,6 +49,23 @@ struct Hub::Impl {
   std::uint64_t published = 0;
 };
 
+// A WebSocket session's place in the hub while it lives: joining makes it, destroying it
+// leaves (as Asio's chat_room participants and Beast's shared_state sessions do), so no way
+// out of a session leaves its queue behind.
+class HubMembership {
+ public:
+  HubMembership(Hub& hub, std::shared_ptr<Subscriber> sub) : hub_(hub), sub_(std::move(sub)) {
+    hub_.impl_->subscribers.insert(sub_);
+  }
+  ~HubMembership() { hub_.impl_->subscribers.erase(sub_); }
+  HubMembership(const HubMembership&) = delete;
+  HubMembership& operator=(const HubMembership&) = delete;
+
+ private:
+  Hub& hub_;
+  std::shared_ptr<Subscriber> sub_;
+};
+
 Hub::Hub() : impl_(std::make_unique<Impl>()) {}
 Hub::~Hub() = default;
 
@@ -175,13 +192,7 @@ asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body
   auto sub = std::make_shared<Subscriber>(co_await asio::this_coro::executor);
   sub->topics = subscription.topics;
   sub->queue.push_back(std::make_shared<const std::string>(subscription.hello()));
-  auto& subs = hub.impl().subscribers;
-  subs.insert(sub);
-  struct Leave {
-    std::unordered_set<std::shared_ptr<Subscriber>>& subs;
-    std::shared_ptr<Subscriber> sub;
-    ~Leave() { subs.erase(sub); }
-  } leave{subs, sub};
+  const HubMembership member(hub, sub);
   co_await (ws_writer(ws, *sub) || ws_reader(ws));
 }
 

@@ -70,6 +70,7 @@ Response unauthorized();
 // Subscribers and their bounded queues. publish() serialises nothing and never waits: it puts
 // the same shared message on every matching queue and wakes the writers. A subscriber whose
 // queue is full is disconnected with a reason ("resubscribe and fetch").
+class HubMembership;
 class Hub {
  public:
   Hub();
@@ -81,10 +82,9 @@ class Hub {
   std::uint64_t published() const;  // messages published
   void set_queue_limit(std::size_t limit);
 
-  struct Impl;
-  Impl& impl() { return *impl_; }
-
  private:
+  friend class HubMembership;  // a WebSocket session's place in the hub (web_server.cpp)
+  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
