@@ -357,7 +357,9 @@ BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goe
 
   // About 9 MB of notifications: more than the kernel buffers (4 MB at most here) and the queue.
   const std::string title(1000, 'x');
-  auto r = c.cli({}, script("create " + title, 8000, ""));
+  // 8000 durable creates: give them time under the sanitizers on a busy machine (the default
+  // deadline of 20 s was met only just there).
+  auto r = run_cli({"--nodes", c.nodes_arg()}, script("create " + title, 8000, ""), 180s);
   BOOST_TEST(r.code == 0);  // every write succeeded while the subscriber was stuck
   BOOST_TEST(wait_until([&] {
     return file_text(c.dir() / "a.log").find("dropping a WebSocket subscriber") !=
