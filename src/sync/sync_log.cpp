@@ -58,6 +58,16 @@ struct SyncLog::Impl {
     if (!e.item.deleted) digest -= item_digest(e.item);
   }
   void put_meta(storage::Batch& b, const LogMeta& m) const { b.Put(kMetaKey, encode_meta(m)); }
+  // Changes the meta record alone, synced; memory follows once it is written (throws else).
+  template <class Change>
+  void update_meta(Change change) {
+    LogMeta next = meta;
+    change(next);
+    storage::Batch b;
+    put_meta(b, next);
+    write(b, true);
+    meta = next;
+  }
   void put_node(storage::Batch& b, const std::string& name, const NodeRecord& n) const {
     b.Put(node_key(name), encode_node(n));
   }
@@ -169,13 +179,9 @@ std::uint64_t SyncLog::rebuild_id() const {
 std::uint64_t SyncLog::begin_rebuild() {
   auto& im = *impl_;
   if (im.meta.rebuild_id != 0) return im.meta.rebuild_id;
-  LogMeta meta = im.meta;
-  meta.rebuild_id = im.random() | 1;
-  storage::Batch b;
-  im.put_meta(b, meta);
-  im.write(b, true);
-  im.meta = meta;
-  return meta.rebuild_id;
+  const std::uint64_t id = im.random() | 1;
+  im.update_meta([id](LogMeta& m) { m.rebuild_id = id; });
+  return id;
 }
 bool SyncLog::fresh() const {
   return impl_->meta.counter == 0 && impl_->nodes.empty() && impl_->latest.empty();
@@ -192,12 +198,7 @@ bool SyncLog::unverified() const {
 void SyncLog::set_unverified(bool unverified) {
   auto& im = *impl_;
   if (im.meta.unverified == unverified) return;
-  LogMeta meta = im.meta;
-  meta.unverified = unverified;
-  storage::Batch b;
-  im.put_meta(b, meta);
-  im.write(b, true);
-  im.meta = meta;
+  im.update_meta([unverified](LogMeta& m) { m.unverified = unverified; });
 }
 std::uint64_t SyncLog::purged_upto() const {
   return impl_->meta.purged_upto;
@@ -356,6 +357,28 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
       known->second.forgotten) {
     throw StoreError("the syncer's log does not know node " + node + " in this incarnation");
   }
+  // Whether each change was made on a value the log held (stamped, or the node's own change
+  // behind its cursor), and whether it descends from what the node held when it missed
+  // compaction (at or below recheck_upto). Both follow a change's base within this fetch: a
+  // write made after the resync on a pending change kept through it is such a change too
+  // (found by kvsim, seed 78852).
+  struct Lineage {
+    bool was_in_log = false;
+    bool check_compacted = false;
+  };
+  std::unordered_map<std::uint64_t, Lineage> lineage;
+  const NodeRecord& known_rec = known->second;
+  for (const Change& c : changes) {
+    Lineage l;
+    if (auto base = lineage.find(c.base_seq); c.base_seq != 0 && base != lineage.end()) {
+      l = base->second;
+    } else {
+      l.was_in_log = c.base_stamp > 0 || (c.base_seq > 0 && c.base_seq <= known_rec.cursor);
+      l.check_compacted = c.base_seq != 0 && c.base_seq <= known_rec.recheck_upto;
+    }
+    l.check_compacted = l.check_compacted || c.seq <= known_rec.recheck_upto;
+    lineage[c.seq] = l;
+  }
   for (std::size_t i = 0; i < changes.size(); ++i) {
     const Change& c = changes[i];
     if (latest_in_fetch.at(c.item.id) != i) continue;
@@ -368,10 +391,8 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
     // Made on a value the log held (stamped, or the node's own change behind its cursor), of an
     // item the log no longer holds: only a compacted delete takes an item out of the log, and a
     // delete beats any update (rule R). Stamp the delete again.
-    const bool was_in_log =
-        c.base_stamp > 0 || (c.base_seq > 0 && c.base_seq <= known->second.cursor);
-    const bool check_compacted = c.seq <= known->second.recheck_upto;
-    if (it == im.latest.end() && was_in_log && check_compacted) {
+    const Lineage& l = lineage.at(c.seq);
+    if (it == im.latest.end() && l.was_in_log && l.check_compacted) {
       e.item.deleted = true;
       out.redeleted.push_back(c);
     } else if (it != im.latest.end() &&
@@ -421,12 +442,7 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
 void SyncLog::observe_stamp(std::uint64_t stamp) {
   auto& im = *impl_;
   if (stamp <= im.meta.counter) return;
-  LogMeta meta = im.meta;
-  meta.counter = stamp;
-  storage::Batch b;
-  im.put_meta(b, meta);
-  im.write(b, true);
-  im.meta = meta;
+  im.update_meta([stamp](LogMeta& m) { m.counter = stamp; });
 }
 
 proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit) const {
