@@ -28,9 +28,10 @@
 #include <memory>
 #include <unordered_map>
 
-#include "common/node_client.hpp"
-#include "common/notification.hpp"
-#include "common/ws_client.hpp"
+#include "core/address.hpp"
+#include "core/notification.hpp"
+#include "net/node_client.hpp"
+#include "net/ws_client.hpp"
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;

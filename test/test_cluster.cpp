@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "cluster.hpp"
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
 
 using namespace kv;
 using namespace kv::test;
@@ -180,6 +180,9 @@ BOOST_AUTO_TEST_CASE(a_node_killed_and_restarted_while_writes_go_on_catches_up) 
   auto before = json_lines(c.cli({"--json", "--route", "2"}, script("create", 10, "b")).out);
   BackgroundCli writer(c, {"--route", "1"}, script("create", 300, "a"));
   BOOST_TEST(wait_until([&] { return c.items_on(2).size() >= 40; }));
+  // The kill lands while the writer still writes.
+  BOOST_TEST_REQUIRE(writer.proc.running());
+  BOOST_TEST_REQUIRE(c.items_on(1).size() < 310u);
   c.stop_node(1, /*kill9=*/true);
   c.start_node(1);
   const auto results = writer.finish();
@@ -195,6 +198,9 @@ BOOST_AUTO_TEST_CASE(the_syncer_killed_and_restarted_while_writes_go_on_loses_no
   Cluster c(2);
   BackgroundCli writer(c, {}, script("create", 300, "w"));  // round-robin over both nodes
   BOOST_TEST(wait_until([&] { return c.items_on(2).size() >= 30; }));
+  // The kill lands while the writer still writes.
+  BOOST_TEST_REQUIRE(writer.proc.running());
+  BOOST_TEST_REQUIRE(c.items_on(1).size() < 300u);
   c.stop_syncer(/*kill9=*/true);
   c.start_syncer();
   const auto results = writer.finish();
@@ -437,4 +443,87 @@ BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_sync
   BOOST_TEST(next.find("\"type\":\"local\"") != std::string::npos, next);
   BOOST_TEST(next.find("from node two") != std::string::npos, next);
   ::close(fd);
+}
+
+namespace {
+// Reads WebSocket frames from the server on `fd` (text frames skipped) until a close frame;
+// returns its payload (be16 code, then the reason), or nullopt if the connection ended first.
+std::optional<std::string> read_close_frame(int fd, std::string pending) {
+  for (int reads = 0; reads < 1000;) {
+    if (pending.size() >= 2) {
+      const auto b1 = static_cast<std::uint8_t>(pending[1]) & 0x7f;
+      std::size_t head = 2, len = b1;
+      if (b1 == 126 && pending.size() >= 4) {
+        head = 4;
+        len = (std::size_t(std::uint8_t(pending[2])) << 8) | std::uint8_t(pending[3]);
+      } else if (b1 == 127 && pending.size() >= 10) {
+        head = 10;
+        len = 0;
+        for (int i = 2; i < 10; ++i) len = (len << 8) | std::uint8_t(pending[i]);
+      }
+      const bool sized = b1 < 126 || (b1 == 126 && pending.size() >= 4) || pending.size() >= 10;
+      if (sized && pending.size() >= head + len) {
+        const auto opcode = static_cast<std::uint8_t>(pending[0]) & 0x0f;
+        std::string payload = pending.substr(head, len);
+        pending.erase(0, head + len);
+        if (opcode == 0x8) return payload;
+        continue;
+      }
+    }
+    ++reads;
+    if (read_some(fd, pending) != ReadResult::kData) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// The client's answer to a close (masked, as a client's frames are; code 1000).
+void answer_close(int fd) {
+  const std::string frame{"\x88\x82\x00\x00\x00\x00\x03\xe8", 8};
+  BOOST_TEST(::write(fd, frame.data(), frame.size()) == static_cast<ssize_t>(frame.size()));
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sigterm_ends_every_connection_and_closes_subscribers_with_a_reason) {
+  Cluster c(1);
+  // On the node: a WebSocket subscriber, an idle binary connection and an idle HTTP one.
+  const int sub = connect_loopback(c.node(0).http_port, 10);
+  BOOST_TEST_REQUIRE(sub >= 0);
+  auto sub_rest = ws_handshake(sub, "/ws");
+  BOOST_TEST_REQUIRE(sub_rest.has_value());
+  const int binary = connect_loopback(c.node(0).binary_port, 10);
+  const int http = connect_loopback(c.node(0).http_port, 10);
+  BOOST_TEST_REQUIRE((binary >= 0 && http >= 0));
+  // On the syncer: a viewer.
+  const int viewer = connect_loopback(c.syncer_http_port(), 10);
+  BOOST_TEST_REQUIRE(viewer >= 0);
+  auto viewer_rest = ws_handshake(viewer, "/ws");
+  BOOST_TEST_REQUIRE(viewer_rest.has_value());
+  BOOST_TEST_REQUIRE(c.cli({"create", "before the stop"}).code == 0);
+
+  c.node(0).proc->signal(SIGTERM);
+  const auto closed = read_close_frame(sub, *sub_rest);
+  BOOST_TEST_REQUIRE(closed.has_value(), "the subscriber got no close frame");
+  BOOST_TEST(closed->substr(0, 2) == std::string("\x03\xe9"));  // 1001: going away
+  BOOST_TEST(closed->substr(2) == "kvnode a is shutting down");
+  answer_close(sub);
+  std::string ignored;
+  BOOST_TEST((read_some(binary, ignored) == ReadResult::kClosed));
+  BOOST_TEST((read_some(http, ignored) == ReadResult::kClosed));
+  BOOST_TEST(c.node(0).proc->wait(15s) == 0);
+  const std::string node_log = file_text(c.dir() / "a.log");
+  BOOST_TEST(node_log.find("node a stopped") != std::string::npos);
+  // Every connection ended by cancellation, none by the last resort.
+  BOOST_TEST(node_log.find("did not end") == std::string::npos);
+  BOOST_TEST(node_log.find("connection ended") == std::string::npos);  // no error logged
+
+  c.syncer()->signal(SIGTERM);
+  const auto viewer_closed = read_close_frame(viewer, *viewer_rest);
+  BOOST_TEST_REQUIRE(viewer_closed.has_value(), "the viewer got no close frame");
+  BOOST_TEST(viewer_closed->substr(2) == "kvsync is shutting down");
+  answer_close(viewer);
+  BOOST_TEST(c.syncer()->wait(15s) == 0);
+  const std::string syncer_log = file_text(c.dir() / "sync.log");
+  BOOST_TEST(syncer_log.find("syncer stopped") != std::string::npos);
+  BOOST_TEST(syncer_log.find("did not end") == std::string::npos);
+  for (int fd : {sub, binary, http, viewer}) close(fd);
 }

@@ -14,7 +14,7 @@
 #include <optional>
 
 #include "cluster.hpp"
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
 
 using namespace kv;
 using namespace kv::test;
@@ -207,6 +207,7 @@ BOOST_AUTO_TEST_CASE(a_syncer_with_the_wrong_secret_syncs_nothing_and_says_why) 
   TempDir dir;
   SecretEnv env(kSecret);
   Cluster secured(2, false);  // nodes with the secret, no syncer yet
+  BOOST_TEST_REQUIRE(secured.cli({"--route", "1", "create", "made before the syncer"}).code == 0);
   ::setenv("KV_SECRET", "a-different-secret-entirely", 1);
   std::vector<std::string> argv{(bin_dir() / "kvsync").string(),
                                 "--nodes",
@@ -220,6 +221,12 @@ BOOST_AUTO_TEST_CASE(a_syncer_with_the_wrong_secret_syncs_nothing_and_says_why) 
     return file_text(dir.path() / "sync.log").find("refused our cluster secret") !=
            std::string::npos;
   }));
+  // Refused, it fetched nothing: the item is still only on node a, and still unsynced there.
+  ::setenv("KV_SECRET", kSecret.c_str(), 1);
+  BOOST_TEST(secured.items_on(1).size() == 1u);
+  BOOST_TEST(secured.items_on(2).empty());
+  const auto status = secured.cli({"--json", "nodes"});
+  BOOST_TEST(status.out.find("\"unsynced\":1") != std::string::npos, status.out);
   syncer.signal(SIGTERM);
   BOOST_TEST(syncer.wait() == 0);
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 
+#include "node/apply_rule.hpp"
 #include "node/store.hpp"
 #include "node/store_format.hpp"
 #include "temp_dir.hpp"
@@ -316,8 +317,8 @@ BOOST_AUTO_TEST_CASE(background_commits_are_acknowledged_announced_and_fetched_o
   for (int i = 0; i < 200; ++i) ok(s.create("t" + std::to_string(i)));
   BOOST_TEST(s.list().size() == 200u);  // memory has them at once
   s.flush();
-  BOOST_TEST(s.completed_ticket() == s.last_ticket());
-  BOOST_TEST(!s.failed(s.last_ticket()));
+  BOOST_TEST(s.completed(s.last_commit()));
+  BOOST_TEST(!s.outcome(s.last_commit()));
   BOOST_TEST(events.size() == 200u);  // announced in commit order, once durable
   BOOST_TEST(events.back().item.id == "200a");
   BOOST_TEST(s.fetch(0, 10000).changes.size() == 200u);
@@ -403,17 +404,17 @@ BOOST_AUTO_TEST_CASE(background_commits_hold_a_change_back_until_it_is_durable) 
   std::vector<StoreEvent> events;
   s.set_observer([&](const StoreEvent& e) { events.push_back(e); });
   const Item x = ok(s.create("x"));
-  const std::uint64_t ticket = s.last_ticket();
+  const Commit commit = s.last_commit();
   // Memory has it, but nothing may act on it yet: not answered, not announced, not fetched.
   BOOST_TEST(s.get(x.id).index() == 0u);
-  BOOST_TEST(s.completed_ticket() < ticket);
+  BOOST_TEST(!s.completed(commit));
   BOOST_TEST(events.empty());
   BOOST_TEST(s.fetch(0, 100).changes.empty());
   BOOST_TEST(s.fetch(0, 100).seq_high == 0u);
   BOOST_TEST(s.queued_commits() == 1u);
   BOOST_TEST(s.commit_next(1));
-  BOOST_TEST(s.completed_ticket() >= ticket);
-  BOOST_TEST(!s.failed(ticket));
+  BOOST_TEST(s.completed(commit));
+  BOOST_TEST(!s.outcome(commit));
   BOOST_TEST(events.size() == 1u);
   BOOST_TEST(s.fetch(0, 100).changes.size() == 1u);
 }
@@ -444,4 +445,36 @@ BOOST_AUTO_TEST_CASE(a_fetch_never_moves_past_a_durable_change_that_a_pending_on
   const auto got = s.fetch(0, 100);
   BOOST_TEST_REQUIRE(got.changes.size() == 2u);
   BOOST_TEST(got.changes[0].item.title == "older");
+}
+
+// Rule R on the node, case by case, without a store (node/apply_rule.hpp).
+BOOST_AUTO_TEST_CASE(rule_r_decides_each_stamped_change_alone) {
+  constexpr bool kDelete = true, kUpdate = false;
+  // Nothing held: any change applies.
+  BOOST_TEST(stamped_change_applies(nullptr, kUpdate, 5, 0));
+  BOOST_TEST(stamped_change_applies(nullptr, kDelete, 5, 0));
+  // A pending local change (seq 7, synced up to 3) keeps its place against an update, however
+  // late, and gives way to a delete.
+  Record pending;
+  pending.local_seq = 7;
+  pending.stamp = 2;
+  BOOST_TEST(!stamped_change_applies(&pending, kUpdate, 100, 3));
+  BOOST_TEST(stamped_change_applies(&pending, kDelete, 1, 3));
+  // Once the log holds it (synced up to 7), the log's value replaces it, whatever its stamp.
+  BOOST_TEST(stamped_change_applies(&pending, kUpdate, 1, 7));
+  // A stamped value: a later update replaces it, an older or equal one does not.
+  Record stamped;
+  stamped.stamp = 10;
+  stamped.version = 10;
+  BOOST_TEST(stamped_change_applies(&stamped, kUpdate, 11, 0));
+  BOOST_TEST(!stamped_change_applies(&stamped, kUpdate, 10, 0));
+  BOOST_TEST(!stamped_change_applies(&stamped, kUpdate, 9, 0));
+  // A delete beats a stamped update, even one stamped later ...
+  BOOST_TEST(stamped_change_applies(&stamped, kDelete, 9, 0));
+  // ... and a tombstone stays: no update brings it back, and a later delete does not move it.
+  Record tomb = stamped;
+  tomb.deleted = true;
+  BOOST_TEST(!stamped_change_applies(&tomb, kUpdate, 50, 0));
+  BOOST_TEST(!stamped_change_applies(&tomb, kDelete, 50, 0));
+  BOOST_TEST(stamped_change_applies(&tomb, kDelete, 9, 0));  // the first stamped delete stands
 }

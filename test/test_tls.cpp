@@ -12,7 +12,7 @@
 #include <string_view>
 
 #include "cluster.hpp"
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
 
 using namespace kv;
 using namespace kv::test;

@@ -15,11 +15,11 @@
 
 #include "client/commands.hpp"
 #include "client/session.hpp"
-#include "common/command_line.hpp"
-#include "common/describe.hpp"
-#include "common/node_client.hpp"
-#include "common/secret.hpp"
-#include "common/tls.hpp"
+#include "core/command_line.hpp"
+#include "core/describe.hpp"
+#include "core/secret.hpp"
+#include "net/node_client.hpp"
+#include "net/tls.hpp"
 
 namespace po = boost::program_options;
 using namespace kv::cli;

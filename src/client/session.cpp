@@ -17,11 +17,12 @@
 #include <set>
 #include <sstream>
 
-#include "common/describe.hpp"
-#include "common/item_json.hpp"
-#include "common/node_client.hpp"
-#include "common/notification.hpp"
-#include "common/ws_client.hpp"
+#include "core/address.hpp"
+#include "core/describe.hpp"
+#include "core/item_json.hpp"
+#include "core/notification.hpp"
+#include "net/node_client.hpp"
+#include "net/ws_client.hpp"
 
 namespace kv::cli {
 

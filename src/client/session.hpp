@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "client/commands.hpp"
-#include "common/tls.hpp"
+#include "net/tls.hpp"
 
 namespace kv::cli {
 

@@ -13,15 +13,15 @@
 #include <memory>
 #include <string>
 
-#include "common/tls.hpp"
+#include "net/listener.hpp"
+#include "net/tls.hpp"
+#include "node/store.hpp"
 
 namespace kv::metrics {
 class Registry;
 }
 
 namespace kv::node {
-
-class Store;
 
 struct BinaryOptions {
   std::size_t max_connections = 1024;  // further connections are closed at once
@@ -40,6 +40,9 @@ struct BinaryOptions {
   // handshake_timeout before its first frame; nullptr: plain TCP.
   std::shared_ptr<tls::Context> tls;
   std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
+  // Its stop() ends every connection (a write waiting to be durable is not answered; the store
+  // still commits it). nullptr: connections end with the process.
+  net::Stopper* stopper = nullptr;
 };
 
 // Sessions wait here for their changes to become durable before they answer. The owner calls
@@ -48,8 +51,8 @@ class CommitWatch {
  public:
   explicit CommitWatch(boost::asio::any_io_executor ex);
   void notify_all();
-  // Returns once `store` has completed `ticket` (durable or failed).
-  boost::asio::awaitable<void> wait(const Store& store, std::uint64_t ticket);
+  // Returns once `store` has completed `commit` (durable or failed).
+  boost::asio::awaitable<void> wait(const Store& store, Commit commit);
   // Returns after the next notify_all() or at `deadline`, whichever is first.
   boost::asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point deadline);
 

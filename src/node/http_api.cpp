@@ -2,9 +2,9 @@
 
 #include <boost/json.hpp>
 
-#include "common/item_json.hpp"
-#include "common/metrics.hpp"
-#include "common/notification.hpp"
+#include "core/item_json.hpp"
+#include "core/metrics.hpp"
+#include "core/notification.hpp"
 #include "node/store.hpp"
 
 namespace kv::node {

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "common/web_server.hpp"
+#include "net/web_server.hpp"
 
 namespace kv::metrics {
 class Registry;

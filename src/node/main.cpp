@@ -9,15 +9,17 @@
 #include <boost/program_options.hpp>
 
 #include <iostream>
+#include <optional>
 
-#include "common/command_line.hpp"
-#include "common/describe.hpp"
-#include "common/log.hpp"
-#include "common/metrics.hpp"
-#include "common/notification.hpp"
-#include "common/secret.hpp"
-#include "common/tls.hpp"
-#include "common/web_server.hpp"
+#include "core/command_line.hpp"
+#include "core/describe.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "core/notification.hpp"
+#include "core/secret.hpp"
+#include "net/listener.hpp"
+#include "net/tls.hpp"
+#include "net/web_server.hpp"
 #include "node/binary_server.hpp"
 #include "node/http_api.hpp"
 #include "node/store.hpp"
@@ -50,13 +52,22 @@ void register_gauges(kv::metrics::Registry& m, const kv::node::Store& store,
   m.gauge("kv_storage_degraded", "1 while the database cannot be written", {},
           [&store] { return store.degraded() ? 1.0 : 0.0; });
 }
-}  // namespace
 
-int main(int argc, char** argv) {
-  std::string name, data, host, level, log_format, durability, secret_file, tls_cert, tls_key;
+// What the command line says the node is.
+struct Config {
+  std::string name, data, host, secret, tls_cert;
   unsigned short port = 0, http_port = 0;
+  bool sync = true;
+  bool standalone = false;
   kv::node::BinaryOptions binary_options;
   kv::web::Limits http_limits;
+};
+
+// Reads the command line into `c`; an exit code when the process ends here (help, a bad flag: 2).
+std::optional<int> parse(int argc, char** argv, Config& c) {
+  std::string level, log_format, durability, secret_file, tls_key;
+  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, binary_options,
+         http_limits] = c;
   // Every default below is the options struct's own: one place to change it.
   unsigned idle_timeout_s = static_cast<unsigned>(
       std::chrono::duration_cast<std::chrono::seconds>(binary_options.idle_timeout).count());
@@ -106,7 +117,6 @@ int main(int argc, char** argv) {
      "text, or json (one object per line, for log shippers)");
   // clang-format on
   po::variables_map vm;
-  bool sync = true;
   if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvnode", [&] {
         sync = kv::command_line::sync_durability(durability);
         binary_options.tls = kv::tls::server_from_flags(tls_cert, tls_key);
@@ -114,8 +124,7 @@ int main(int argc, char** argv) {
       })) {
     return *code;
   }
-
-  std::string secret;
+  standalone = vm.count("standalone") > 0;
   try {
     secret = kv::secret::load(secret_file);
     const auto address = asio::ip::make_address(host);
@@ -139,8 +148,37 @@ int main(int argc, char** argv) {
               << std::endl;
     return 2;
   }
+  return std::nullopt;
+}
 
-  try {
+// Every durable change goes to the node's WebSocket subscribers, as a notification.
+void publish_changes(kv::node::Store& store, kv::web::Hub& hub, kv::metrics::Registry& metrics,
+                     const std::string& name) {
+  auto& notified = metrics.counter("kv_notifications_total",
+                                   "Change notifications published to WebSocket subscribers");
+  store.set_observer([&hub, &notified, name](const kv::node::StoreEvent& e) {
+    kv::Notification n;
+    n.kind = e.kind == kv::node::StoreEvent::Kind::kLocal ? kv::Notification::Kind::kLocal
+                                                          : kv::Notification::Kind::kSynced;
+    n.node = name;
+    n.op = e.op;
+    n.item = e.item;
+    n.seq = e.seq;
+    n.stamp = e.stamp;
+    n.origin = e.origin;
+    KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v" << e.item.version;
+    notified.inc();
+    hub.publish(
+        std::make_shared<const std::string>(kv::to_json(n)),
+        n.kind == kv::Notification::Kind::kLocal ? kv::node::kTopicLocal : kv::node::kTopicSynced);
+  });
+}
+
+// Runs the node until SIGTERM or Ctrl-C; throws what makes it unable to start.
+int run(Config& c) {
+  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, binary_options,
+         http_limits] = c;
+  {
     // Declared before the store, whose observer publishes to them even while it shuts down, and
     // before the io_context, whose sessions still refer to them when it destroys them.
     kv::web::Hub hub;
@@ -150,7 +188,7 @@ int main(int argc, char** argv) {
     store_options.name = name;
     store_options.sync_writes = sync;
     store_options.background_commit = true;
-    store_options.await_syncer = vm.count("standalone") == 0;
+    store_options.await_syncer = !standalone;
     kv::node::Store store(store_options);
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
@@ -169,35 +207,18 @@ int main(int argc, char** argv) {
     binary_options.metrics = &metrics;
     binary_options.subscribers = [&hub] { return hub.subscribers(); };
     register_gauges(metrics, store, hub);
-    auto& notified = metrics.counter("kv_notifications_total",
-                                     "Change notifications published to WebSocket subscribers");
-
-    store.set_observer([&](const kv::node::StoreEvent& e) {
-      kv::Notification n;
-      n.kind = e.kind == kv::node::StoreEvent::Kind::kLocal ? kv::Notification::Kind::kLocal
-                                                            : kv::Notification::Kind::kSynced;
-      n.node = name;
-      n.op = e.op;
-      n.item = e.item;
-      n.seq = e.seq;
-      n.stamp = e.stamp;
-      n.origin = e.origin;
-      KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v"
-                    << e.item.version;
-      notified.inc();
-      hub.publish(std::make_shared<const std::string>(kv::to_json(n)),
-                  n.kind == kv::Notification::Kind::kLocal ? kv::node::kTopicLocal
-                                                           : kv::node::kTopicSynced);
-    });
+    publish_changes(store, hub, metrics, name);
 
     auto on_done = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };
+    kv::net::Stopper stopper(io.get_executor());
+    binary_options.stopper = &stopper;
     asio::co_spawn(io, kv::node::serve_binary(binary, store, commits, binary_options), on_done);
     asio::co_spawn(
         io,
         kv::web::serve(web, hub, kv::node::node_routes(store, hub, metrics, name, secret),
-                       http_limits, binary_options.tls),
+                       http_limits, binary_options.tls, &stopper),
         on_done);
 
     // A store that failed a write and could not reopen (a full disk) retries on its own.
@@ -212,11 +233,27 @@ int main(int argc, char** argv) {
     };
     tick();
 
+    // SIGTERM or Ctrl-C: no new connections, every connection cancelled, every WebSocket
+    // subscriber closed with a reason; run() returns once all of them have ended.
     asio::signal_set signals(io, SIGINT, SIGTERM);
+    asio::steady_timer last_resort(io);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
       KV_LOG(info) << "signal " << sig << ": shutting down";
-      io.stop();
+      boost::system::error_code ignored;
+      binary.close(ignored);
+      web.close(ignored);
+      ticker.cancel();
+      hub.close_all("kvnode " + name + " is shutting down");
+      stopper.stop([&] { last_resort.cancel(); });
+      // A subscriber that never answers its close is given up on.
+      last_resort.expires_after(std::chrono::seconds(5));
+      last_resort.async_wait([&](const boost::system::error_code& ec2) {
+        if (ec2) return;
+        KV_LOG(warning) << "stopping with " << stopper.running()
+                        << " connections that did not end within 5 s";
+        io.stop();
+      });
     });
 
     const auto s = store.status();
@@ -236,10 +273,17 @@ int main(int argc, char** argv) {
     store.flush();  // what was submitted reaches the disk before we exit
     KV_LOG(info) << "node " << name << " stopped";
     return 0;
-  } catch (const kv::StoreError& e) {
-    std::cerr << "kvnode: " << kv::describe(e) << std::endl;
-    return 1;
-  } catch (const std::exception& e) {
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config config;
+  if (auto code = parse(argc, argv, config)) return *code;
+  try {
+    return run(config);
+  } catch (const std::exception& e) {  // a StoreError (an unusable data directory) among them
     std::cerr << "kvnode: " << kv::describe(e) << std::endl;
     return 1;
   }

@@ -29,7 +29,7 @@ proto::Response write_response(const Store& store, Result<Item>&& r) {
 }  // namespace
 
 Answer answer(Store& store, proto::Request& req, const ServerFacts& facts) {
-  const std::uint64_t before = store.last_ticket();
+  const Commit before = store.last_commit();
   Answer a;
   a.response = std::visit(
       [&](auto& m) -> proto::Response {
@@ -64,7 +64,7 @@ Answer answer(Store& store, proto::Request& req, const ServerFacts& facts) {
         }
       },
       req);
-  if (store.last_ticket() != before) a.ticket = store.last_ticket();
+  if (store.last_commit() != before) a.commit = store.last_commit();
   return a;
 }
 

@@ -5,11 +5,10 @@
 
 #include <cstdint>
 
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
+#include "node/store.hpp"
 
 namespace kv::node {
-
-class Store;
 
 // What STATUS reports beside the store's own state.
 struct ServerFacts {
@@ -19,9 +18,9 @@ struct ServerFacts {
 
 struct Answer {
   proto::Response response;
-  // The change the request made (0: none). Its answer may go out only once the store has
-  // completed this ticket, and must become the store's storage error if the ticket failed.
-  std::uint64_t ticket = 0;
+  // The change the request made (empty: none). Its answer may go out only once the store has
+  // completed it, and becomes Store::outcome's error if its commit failed.
+  Commit commit;
 };
 
 Answer answer(Store& store, proto::Request& request, const ServerFacts& facts);

@@ -11,7 +11,8 @@
 #include <set>
 #include <unordered_map>
 
-#include "common/bytes.hpp"
+#include "core/bytes.hpp"
+#include "node/apply_rule.hpp"
 #include "node/committer.hpp"
 #include "node/store_format.hpp"
 #include "storage/engine.hpp"
@@ -21,10 +22,17 @@ namespace kv::node {
 using proto::ErrorCode;
 using proto::msg::Error;
 
+// Who may touch what (as LevelDB's db_impl.h says it):
+//  - fixed once the store is open: options, disk;
+//  - the store's thread only (the node's I/O thread), no lock: everything else, except
+//  - the block at the end, shared with the committer's thread and guarded by done_mu.
 struct Store::Impl {
+  // ---- Fixed once open.
   StoreOptions options;
   storage::Disk* disk = nullptr;
-  std::unique_ptr<storage::Engine> db;
+
+  // ---- The store's thread only.
+  std::unique_ptr<storage::Engine> db;  // replaced by recover() after a failed write
   Meta meta;
   // Ordered by id (the order LIST pages through); lookups take a string_view.
   struct IdLess {
@@ -119,10 +127,15 @@ struct Store::Impl {
   std::deque<std::pair<std::uint64_t, std::uint64_t>> seq_by_ticket;  // not yet durable
   std::deque<std::pair<std::uint64_t, StoreEvent>> pending_events;    // not yet durable
   std::deque<std::pair<std::uint64_t, std::uint64_t>> failed_ranges;  // recent failed tickets
-  std::function<void()> wake;  // tells the owner to call poll_commits(); any thread
+  std::string last_error;  // why the last commit failed (for storage_error())
+
+  // ---- Shared with the committer's thread: guarded by done_mu.
   std::mutex done_mu;
-  std::deque<CommitResult> done;  // guarded by done_mu: finished groups not yet processed
-  std::condition_variable done_cv;
+  std::function<void()> wake;       // tells the owner to call poll_commits(); called by either
+  std::deque<CommitResult> done;    // finished groups not yet processed
+  std::condition_variable done_cv;  // signalled with each finished group (flush() waits on it)
+
+  // ---- Methods (the store's thread).
 
   void load();
   void reset_memory() {
@@ -158,9 +171,19 @@ struct Store::Impl {
                  "the node could not commit the change (" + last_error +
                      "); nothing was changed, try again once the disk has room"};
   }
-  std::string last_error;
   // A local change of `id` to `rec`: takes the next version and sequence number.
   Result<Item> commit_local(const std::string& id, Record rec, const char* op);
+
+  // APPLY, in three steps: validation, the decision (rule R per change), the commit.
+  std::optional<Error> check_apply(const proto::msg::Apply& batch) const;
+  Meta next_meta(const proto::msg::Apply& batch, storage::Batch& wb);
+  struct Decided {
+    std::map<std::string, Record> changed;  // the items the batch changes, as they become
+    std::vector<StoreEvent> events;
+  };
+  Decided decide(const proto::msg::Apply& batch, Meta& next) const;
+  Result<proto::msg::Applied> commit_apply(const proto::msg::Apply& batch, const Meta& next,
+                                           Decided decided, storage::Batch& wb);
 };
 
 namespace {
@@ -406,16 +429,14 @@ std::size_t Store::queued_commits() const {
   return impl_->committer ? impl_->committer->queued() : 0;
 }
 
-std::uint64_t Store::last_ticket() const {
-  return impl_->submitted;
+Commit Store::last_commit() const {
+  return Commit(impl_->submitted);
 }
-std::uint64_t Store::completed_ticket() const {
-  return impl_->completed;
+bool Store::completed(Commit c) const {
+  return impl_->completed >= c.ticket_;
 }
-bool Store::failed(std::uint64_t ticket) const {
-  return impl_->failed(ticket);
-}
-Error Store::storage_error() const {
+std::optional<Error> Store::outcome(Commit c) const {
+  if (c.empty() || !impl_->failed(c.ticket_)) return std::nullopt;
   return impl_->storage_error();
 }
 
@@ -544,10 +565,18 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
 Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   auto& im = *impl_;
   if (auto e = im.recover_or_refuse()) return *e;
-  if (batch.synced_upto > im.meta.seq) {
+  if (auto e = im.check_apply(batch)) return *e;
+  storage::Batch wb;
+  Meta next = im.next_meta(batch, wb);
+  Impl::Decided decided = im.decide(batch, next);
+  return im.commit_apply(batch, next, std::move(decided), wb);
+}
+
+std::optional<Error> Store::Impl::check_apply(const proto::msg::Apply& batch) const {
+  if (batch.synced_upto > meta.seq) {
     return Error{ErrorCode::kInvalidArgument,
                  "the syncer claims changes up to " + std::to_string(batch.synced_upto) +
-                     " but this node has only " + std::to_string(im.meta.seq) +
+                     " but this node has only " + std::to_string(meta.seq) +
                      " (was its data directory replaced?)"};
   }
   for (const auto& c : batch.changes) {
@@ -561,49 +590,54 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   // was sent by a syncer that is gone (it sat in a socket while another caught the node up), or
   // comes from another log, and applying it could bring back what was deleted since (issue
   // 10, problem 5).
-  if (im.meta.log_id != 0 && batch.log_id != im.meta.log_id && !batch.adopt) {
+  if (meta.log_id != 0 && batch.log_id != meta.log_id && !batch.adopt) {
     return Error{ErrorCode::kStale, "this APPLY comes from another syncer log than the one node " +
-                                        im.meta.name + " follows; refused"};
+                                        meta.name + " follows; refused"};
   }
-  if (batch.incarnation != 0 && batch.incarnation != im.meta.incarnation) {
-    return Error{ErrorCode::kStale, "this APPLY is for another life of node " + im.meta.name +
+  if (batch.incarnation != 0 && batch.incarnation != meta.incarnation) {
+    return Error{ErrorCode::kStale, "this APPLY is for another life of node " + meta.name +
                                         "'s data directory (incarnation " +
                                         std::to_string(batch.incarnation) + "); refused"};
   }
-  if (batch.after_stamp != im.meta.applied_stamp) {
+  if (batch.after_stamp != meta.applied_stamp) {
     return Error{ErrorCode::kStale,
                  "this APPLY continues from stamp " + std::to_string(batch.after_stamp) +
-                     " but node " + im.meta.name + " has applied up to " +
-                     std::to_string(im.meta.applied_stamp) +
+                     " but node " + meta.name + " has applied up to " +
+                     std::to_string(meta.applied_stamp) +
                      "; it comes from a syncer that is gone or arrived late; refused"};
   }
-  Meta next = im.meta;
+  return std::nullopt;
+}
+
+// The batch's effect on the node's counters, and, for a full resync, forgetting what the syncer
+// sends again (deletes into `wb`).
+Meta Store::Impl::next_meta(const proto::msg::Apply& batch, storage::Batch& wb) {
+  Meta next = meta;
   if (batch.log_id != 0) next.log_id = batch.log_id;
   next.syncer_stamp = std::max({next.syncer_stamp, batch.stamp_high, batch.upto_stamp});
   next.purged_upto = std::max(next.purged_upto, batch.purge_upto);
-  storage::Batch wb;
   if (batch.rebirth) {
     // This data directory is an older copy of the node: the syncer's cursor is past its
     // sequence, so the changes it holds are in the log (or older than what is there), and new
     // ones would reuse sequence numbers the cursor already passed. It takes a new life: a new
     // incarnation, every change it holds counted as synced, and (with reset) everything again
     // from the log (issue 10, problem 3).
-    next.incarnation = im.random();
+    next.incarnation = random();
     next.synced_upto = next.seq;
   }
   if (batch.reset) {
     // What this node held of other nodes' changes goes with the items: no marks until the
     // resync's last batch brings new ones.
-    im.marks.clear();
+    marks.clear();
     // A full resync: forget what the syncer will send again, keep pending local changes.
     const std::uint64_t y = std::max(next.synced_upto, batch.synced_upto);
     std::vector<std::string> forget;
-    for (const auto& [id, rec] : im.items) {
+    for (const auto& [id, rec] : items) {
       if (rec.local_seq <= y) forget.push_back(id);
     }
     for (const auto& id : forget) {
       wb.Delete(item_key(id));
-      im.erase(id);
+      erase(id);
     }
     next.applied_stamp = 0;
   }
@@ -612,35 +646,22 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   next.version = std::max(next.version, next.applied_stamp);
   next.max_id_number = std::max(next.max_id_number, batch.id_floor);
 
-  // Decide every change against the state as the batch sees it, then commit them in one batch.
-  std::map<std::string, Record> changed;
-  std::vector<StoreEvent> events;
+  return next;
+}
+
+// Every change of the batch against the state as the batch sees it (an earlier change in the
+// same batch included): what rule R makes of each, nothing written yet.
+Store::Impl::Decided Store::Impl::decide(const proto::msg::Apply& batch, Meta& next) const {
+  Decided out;
+  auto& changed = out.changed;
   auto current = [&](const std::string& id) -> const Record* {
     if (auto it = changed.find(id); it != changed.end()) return &it->second;
-    if (auto it = im.items.find(id); it != im.items.end()) return &it->second;
+    if (auto it = items.find(id); it != items.end()) return &it->second;
     return nullptr;
   };
   for (const auto& c : batch.changes) {
     const Record* rec = current(c.item.id);
-    if (rec) {
-      const bool pending = rec->local_seq > next.synced_upto;
-      if (pending) {
-        // The node's own changes are not yet in the syncer's log: they will be stamped later and
-        // win, unless this is a delete, which beats any update (rule R). A stamped delete
-        // settles them all, a local delete among them too: an update the node made before its
-        // own delete, fetched after this delete's tombstone was compacted, would otherwise bring
-        // the item back (found by kvsim, seed 530).
-        if (!c.item.deleted) continue;
-      } else if (rec->local_seq == 0 &&
-                 !stamped_beats(c.item.deleted, c.stamp, rec->deleted, rec->stamp)) {
-        continue;  // an older or equal value: applying it again changes nothing
-      }
-      // A value of the node's own that the log holds (not pending, not yet come back stamped)
-      // gives way to the log's latest value of the item, which is at least as late: this very
-      // change, or what beat it. (Its record's stamp is the one it was made on, which rule R
-      // cannot compare: found by kvsim, seed 41, where a local delete so kept its place and
-      // never became the stamped tombstone a rebuilt log needed.)
-    }
+    if (!stamped_change_applies(rec, c.item.deleted, c.stamp, next.synced_upto)) continue;
     const char* op = !rec ? "create" : c.item.deleted ? "delete" : "update";
     Record r;
     r.title = c.item.title;
@@ -651,22 +672,30 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
     r.origin = c.origin;
     r.origin_seq = c.origin_seq;
     if (auto n = item_id_number(c.item.id)) next.max_id_number = std::max(next.max_id_number, *n);
-    events.push_back(
+    out.events.push_back(
         StoreEvent{StoreEvent::Kind::kSynced, op, visible(c.item.id, r), 0, c.stamp, c.origin});
     changed[c.item.id] = std::move(r);
   }
+  return out;
+}
 
+// Writes what decide() chose, drops the change-log entries no longer pending, compacts, keeps the
+// log's cursors, and submits it all as one write.
+Result<proto::msg::Applied> Store::Impl::commit_apply(const proto::msg::Apply& batch,
+                                                      const Meta& next, Decided decided,
+                                                      storage::Batch& wb) {
+  auto& changed = decided.changed;
+  auto& events = decided.events;
   // Change-log entries no longer pending: those now in the syncer's log, and the local changes
   // a stamped delete overruled.
   std::vector<std::uint64_t> drop;
-  for (auto it = im.changelog.begin(); it != im.changelog.end() && it->first <= next.synced_upto;
-       ++it) {
+  for (auto it = changelog.begin(); it != changelog.end() && it->first <= next.synced_upto; ++it) {
     drop.push_back(it->first);
   }
   for (const auto& [id, r] : changed) {
-    auto it = im.items.find(id);
-    if (it == im.items.end() || it->second.local_seq <= next.synced_upto) continue;
-    if (auto of = im.changes_of.find(id); of != im.changes_of.end()) {
+    auto it = items.find(id);
+    if (it == items.end() || it->second.local_seq <= next.synced_upto) continue;
+    if (auto of = changes_of.find(id); of != changes_of.end()) {
       for (auto seq : of->second) {
         if (seq > next.synced_upto) drop.push_back(seq);
       }
@@ -674,51 +703,50 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   }
   for (auto seq : drop) {
     wb.Delete(change_key(seq));
-    im.unlog_change(seq);
+    unlog_change(seq);
   }
   for (auto& [id, r] : changed) {
     wb.Put(item_key(id), encode_record(r));
-    im.put(id, std::move(r));
+    put(id, std::move(r));
   }
   // Compaction: tombstones every node has applied go, unless a local change is still pending.
   std::vector<std::string> purge;
-  for (auto it = im.tombstones.begin(); it != im.tombstones.end() && it->first <= batch.purge_upto;
+  for (auto it = tombstones.begin(); it != tombstones.end() && it->first <= batch.purge_upto;
        ++it) {
-    if (im.items.find(it->second)->second.local_seq <= next.synced_upto)
-      purge.push_back(it->second);
+    if (items.find(it->second)->second.local_seq <= next.synced_upto) purge.push_back(it->second);
   }
   for (const auto& id : purge) {
     wb.Delete(item_key(id));
-    im.erase(id);
+    erase(id);
   }
   if (!batch.marks.empty()) {
     std::map<std::string, SessionMark, std::less<>> cursors;
     for (const auto& m : batch.marks) cursors[m.node] = m;
-    for (const auto& [name, m] : im.log_cursors) {
+    for (const auto& [name, m] : log_cursors) {
       if (!cursors.count(name)) wb.Delete(std::string(kCursorPrefix) + name);
     }
     for (const auto& [name, m] : cursors) {
-      auto old = im.log_cursors.find(name);
-      if (old == im.log_cursors.end() || !(old->second == m)) {
+      auto old = log_cursors.find(name);
+      if (old == log_cursors.end() || !(old->second == m)) {
         wb.Put(std::string(kCursorPrefix) + name, encode_cursor(m.incarnation, m.seq));
       }
     }
-    im.log_cursors = std::move(cursors);
+    log_cursors = std::move(cursors);
   }
-  im.meta = next;
-  if (!batch.hold) im.fenced = false;             // ids above id_floor are free
-  const std::uint64_t ticket = im.submitted + 1;  // the ticket submit() hands out next
-  for (auto& e : events) im.pending_events.emplace_back(ticket, std::move(e));
-  im.pending_settled.emplace_back(ticket, Impl::Settled{next.applied_stamp, next.synced_upto});
-  im.submit(wb);
-  if (im.failed(ticket)) return im.storage_error();
+  meta = next;
+  if (!batch.hold) fenced = false;             // ids above id_floor are free
+  const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
+  for (auto& e : events) pending_events.emplace_back(ticket, std::move(e));
+  pending_settled.emplace_back(ticket, Settled{next.applied_stamp, next.synced_upto});
+  submit(wb);
+  if (failed(ticket)) return storage_error();
   // Session marks are taken as given, lower ones too, from a batch that brings the node up to
   // the syncer's latest stamp (a cursor moved back must move them back).
   if (batch.marks_current) {
-    for (const auto& m : batch.marks) im.marks[m.node] = m;
+    for (const auto& m : batch.marks) marks[m.node] = m;
   }
   return proto::msg::Applied{next.applied_stamp, next.synced_upto, changed.size(),
-                             next.incarnation,   im.digest,        im.changelog.size()};
+                             next.incarnation,   digest,           changelog.size()};
 }
 
 proto::msg::Dumped Store::dump_stamped(std::string_view after, std::uint64_t limit) const {

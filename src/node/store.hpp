@@ -17,9 +17,9 @@
 #include <variant>
 #include <vector>
 
-#include "common/item.hpp"
-#include "common/protocol.hpp"
-#include "common/store_error.hpp"
+#include "core/item.hpp"
+#include "core/protocol.hpp"
+#include "core/store_error.hpp"
 
 namespace kv::storage {
 class Disk;
@@ -81,6 +81,20 @@ struct StoredItem {
 template <class T>
 using Result = std::variant<T, proto::msg::Error>;
 
+// A change's place in the commit pipeline: what a writer holds and waits on before it answers
+// (Store::completed, Store::outcome). Empty: nothing to wait for.
+class Commit {
+ public:
+  Commit() = default;
+  bool empty() const { return ticket_ == 0; }
+  friend auto operator<=>(const Commit&, const Commit&) = default;
+
+ private:
+  friend class Store;
+  explicit Commit(std::uint64_t ticket) : ticket_(ticket) {}
+  std::uint64_t ticket_ = 0;
+};
+
 class Store {
  public:
   // Opens or creates the store. Throws StoreError with a clear message when the directory is
@@ -124,13 +138,15 @@ class Store {
   // poll_commits() (or inside the change's call when commits are inline).
   void set_observer(std::function<void(const StoreEvent&)> observer);
 
-  // Durability. Every change gets a ticket; a change is acknowledged only once
-  // completed_ticket() reaches its ticket and failed() says it did not fail. With background
-  // commits the writer thread calls `wake` (from its own thread) when a group completed; the
-  // owner then calls poll_commits() on the store's thread.
-  std::uint64_t last_ticket() const;       // the latest change's ticket (0: none yet)
-  std::uint64_t completed_ticket() const;  // every ticket up to here is durable or failed
-  bool failed(std::uint64_t ticket) const;
+  // Durability. Every change joins the commit pipeline; it is acknowledged only once
+  // completed() and outcome() says it did not fail. With background commits the writer thread
+  // calls `wake` (from its own thread) when a group completed; the owner then calls
+  // poll_commits() on the store's thread.
+  Commit last_commit() const;      // the latest change's (empty: none yet)
+  bool completed(Commit c) const;  // durable or failed (and so is every earlier change)
+  // Once completed(c): nothing when c is durable, else the answer for a change whose commit
+  // failed (nothing was changed).
+  std::optional<proto::msg::Error> outcome(Commit c) const;
   void set_commit_wakeup(std::function<void()> wake);
   void poll_commits();
   void flush();  // blocks until every change submitted so far is completed (tests, shutdown)
@@ -138,7 +154,6 @@ class Store {
   // (false: none queued), then processes the outcome as poll_commits() does.
   bool commit_next(std::size_t max_batches);
   std::size_t queued_commits() const;
-  proto::msg::Error storage_error() const;  // the answer for a change whose commit failed
 
  private:
   struct Impl;

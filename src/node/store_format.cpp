@@ -2,9 +2,9 @@
 
 #include <span>
 
-#include "common/bytes.hpp"
-#include "common/item.hpp"
-#include "common/protocol.hpp"
+#include "core/bytes.hpp"
+#include "core/item.hpp"
+#include "core/protocol.hpp"
 
 namespace kv::node {
 namespace {

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/store_error.hpp"
+#include "core/store_error.hpp"
 
 namespace kv::storage {
 

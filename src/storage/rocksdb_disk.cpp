@@ -7,7 +7,7 @@
 #include <cstdarg>
 #include <cstdio>
 
-#include "common/log.hpp"
+#include "core/log.hpp"
 #include "storage/engine.hpp"
 
 namespace kv::storage {

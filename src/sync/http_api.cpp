@@ -1,6 +1,6 @@
 #include "sync/http_api.hpp"
 
-#include "common/metrics.hpp"
+#include "core/metrics.hpp"
 #include "sync/syncer.hpp"
 #include "sync/viewer_assets.hpp"
 

@@ -2,7 +2,7 @@
 // node list (/nodes), /metrics and /healthz. See docs/protocol.md, "The syncer's HTTP".
 #pragma once
 
-#include "common/web_server.hpp"
+#include "net/web_server.hpp"
 
 namespace kv::metrics {
 class Registry;

@@ -7,17 +7,18 @@
 #include <boost/program_options.hpp>
 
 #include <iostream>
+#include <optional>
 
-#include "common/command_line.hpp"
-#include "common/describe.hpp"
-#include "common/log.hpp"
-#include "common/metrics.hpp"
-#include "common/node_client.hpp"
-#include "common/protocol.hpp"
-#include "common/secret.hpp"
-#include "common/store_error.hpp"
-#include "common/tls.hpp"
-#include "common/web_server.hpp"
+#include "core/command_line.hpp"
+#include "core/describe.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "core/protocol.hpp"
+#include "core/secret.hpp"
+#include "net/listener.hpp"
+#include "net/node_client.hpp"
+#include "net/tls.hpp"
+#include "net/web_server.hpp"
 #include "sync/http_api.hpp"
 #include "sync/sync_log.hpp"
 #include "sync/syncer.hpp"
@@ -70,15 +71,19 @@ int forget_node(int argc, char** argv) {
     return 1;
   }
 }
-}  // namespace
 
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "forget-node") return forget_node(argc, argv);
-  std::string nodes, data, host, level, log_format, durability, secret_file, tls_cert, tls_key,
-      tls_ca;
+// What the command line says the syncer is.
+struct Config {
+  std::string nodes, host;
   std::shared_ptr<kv::tls::Context> http_tls;
   unsigned short http_port = 0;
   kv::sync::SyncerOptions options;
+};
+
+// Reads the command line into `c`; an exit code when the process ends here (help, a bad flag: 2).
+std::optional<int> parse(int argc, char** argv, Config& c) {
+  auto& [nodes, host, http_tls, http_port, options] = c;
+  std::string data, level, log_format, durability, secret_file, tls_cert, tls_key, tls_ca;
   po::options_description opts(
       "kvsync: the kvstore sync daemon\n\n"
       "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR [--http-port 7100]\n"
@@ -138,8 +143,21 @@ int main(int argc, char** argv) {
       })) {
     return *code;
   }
+  return std::nullopt;
+}
 
-  try {
+// Runs the syncer until SIGTERM or Ctrl-C; throws what makes it unable to start.
+int run(Config& c) {
+  auto& [nodes, host, http_tls, http_port, options] = c;
+  const auto address = asio::ip::make_address(host);
+  if (options.secret.empty() && !address.is_loopback()) {
+    std::cerr << "kvsync: listening on " << host
+              << " needs a cluster secret (--secret-file or KV_SECRET): its /ws streams every "
+                 "change to whoever connects"
+              << std::endl;
+    return 2;
+  }
+  {
     // Declared before the io_context: the sessions it destroys on exit still refer to them.
     kv::web::Hub hub;
     kv::metrics::Registry metrics;
@@ -155,42 +173,70 @@ int main(int argc, char** argv) {
           hub.publish(std::make_shared<const std::string>(std::move(json)));
         },
         [&hub] { return hub.subscribers() > 0; });
-    const auto address = asio::ip::make_address(host);
-    if (options.secret.empty() && !address.is_loopback()) {
-      std::cerr << "kvsync: listening on " << host
-                << " needs a cluster secret (--secret-file or KV_SECRET): its /ws streams every "
-                   "change to whoever connects"
-                << std::endl;
-      return 2;
-    }
     asio::ip::tcp::acceptor web(io, {address, http_port});
     const auto rethrow = [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     };
+    kv::net::Stopper stopper(io.get_executor());
     asio::co_spawn(
         io,
         kv::web::serve(web, hub, kv::sync::syncer_routes(syncer, metrics, options.secret), {},
-                       http_tls),
+                       http_tls, &stopper),
         rethrow);
     // The viewer works from the start; "ready" follows once every node has been reached.
     std::cout << "kvsync serving http=" << web.local_endpoint() << std::endl;
+    asio::steady_timer last_resort(io);
+    bool links_ended = false, connections_ended = false;
+    const auto maybe_ended = [&] {
+      if (links_ended && connections_ended) last_resort.cancel();
+    };
     asio::co_spawn(io, syncer.run([&] {
       std::cout << "kvsync ready nodes=" << nodes << " http=" << web.local_endpoint() << std::endl;
     }),
-                   rethrow);
+                   [&](std::exception_ptr e) {
+                     links_ended = true;
+                     maybe_ended();
+                     if (e) std::rethrow_exception(e);
+                   });
+    // SIGTERM or Ctrl-C: no new connections, the node links closed, every HTTP connection
+    // cancelled and every viewer closed with a reason; run() returns once all have ended.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
       KV_LOG(info) << "signal " << sig << ": shutting down";
-      io.stop();
+      boost::system::error_code ignored;
+      web.close(ignored);
+      syncer.stop();
+      hub.close_all("kvsync is shutting down");
+      stopper.stop([&] {
+        connections_ended = true;
+        maybe_ended();
+      });
+      // A connect in progress ends at its deadline; a viewer that never answers its close is
+      // given up on.
+      last_resort.expires_after(options.call_timeout + std::chrono::seconds(1));
+      last_resort.async_wait([&](const boost::system::error_code& ec2) {
+        if (ec2) return;
+        KV_LOG(warning) << "stopping with " << stopper.running()
+                        << " connections that did not end in time";
+        io.stop();
+      });
     });
     io.run();
     KV_LOG(info) << "syncer stopped";
     return 0;
-  } catch (const kv::StoreError& e) {
-    std::cerr << "kvsync: " << kv::describe(e) << std::endl;
-    return 1;
-  } catch (const std::exception& e) {
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "forget-node") return forget_node(argc, argv);
+  Config config;
+  if (auto code = parse(argc, argv, config)) return *code;
+  try {
+    return run(config);
+  } catch (const std::exception& e) {  // a StoreError (an unusable data directory) among them
     std::cerr << "kvsync: " << kv::describe(e) << std::endl;
     return 1;
   }

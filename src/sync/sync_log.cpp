@@ -7,7 +7,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "common/bytes.hpp"
+#include "core/bytes.hpp"
 #include "storage/engine.hpp"
 
 namespace kv::sync {
@@ -15,16 +15,6 @@ namespace kv::sync {
 namespace {
 std::string node_key(const std::string& name) {
   return std::string(kNodePrefix) + name;
-}
-std::string history_key(const std::string& name, std::uint64_t stamp) {
-  std::string k = std::string(kHistoryPrefix) + name;
-  append_be64(k, stamp);
-  return k;
-}
-std::string varint_bytes(std::uint64_t v) {
-  std::string out;
-  proto::Writer(out).varint(v);
-  return out;
 }
 }  // namespace
 
@@ -118,11 +108,9 @@ void SyncLog::Impl::load() {
   }
   if (st.ok()) {
     st = db->scan(kHistoryPrefix, [&](std::string_view key, std::string_view value) {
-      proto::Reader r({reinterpret_cast<const std::uint8_t*>(value.data()), value.size()});
-      const std::uint64_t seq = r.varint();
-      if (key.size() < 10 || !r.done()) corrupt("a cursor history record is corrupt");
-      const std::string name(key.substr(1, key.size() - 9));
-      history[name][read_be64(key.substr(key.size() - 8))] = seq;
+      auto h = decode_history(key, value);
+      if (!h) corrupt("a cursor history record is corrupt");
+      history[h->name][h->stamp] = h->cursor;
       return true;
     });
   }
@@ -235,7 +223,7 @@ void SyncLog::admit(const std::string& name, std::uint64_t incarnation, std::uin
   storage::Batch b;
   im.delete_history(b, name);
   im.put_node(b, name, rec);
-  b.Put(history_key(name, im.meta.counter), varint_bytes(cursor));
+  b.Put(history_key(name, im.meta.counter), encode_history_cursor(cursor));
   im.write(b, true);
   im.nodes[name] = rec;
   im.history[name][im.meta.counter] = cursor;
@@ -265,7 +253,7 @@ void SyncLog::readmit(const std::string& name) {
   rec.forgotten = false;
   storage::Batch b;
   im.put_node(b, name, rec);
-  b.Put(history_key(name, im.meta.counter), varint_bytes(rec.cursor));
+  b.Put(history_key(name, im.meta.counter), encode_history_cursor(rec.cursor));
   im.write(b, true);
   it->second = rec;
   im.history[name][im.meta.counter] = rec.cursor;
@@ -416,7 +404,7 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   storage::Batch b;
   for (const auto& e : out.accepted) b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
   im.put_node(b, node, rec);
-  b.Put(history_key(node, at), varint_bytes(next_cursor));
+  b.Put(history_key(node, at), encode_history_cursor(next_cursor));
   if (!(meta == im.meta)) im.put_meta(b, meta);
   im.write(b);  // throws, changing nothing, when it fails
 
@@ -514,7 +502,7 @@ void SyncLog::rebuild(const Rebuilt& r) {
   }
   for (const auto& [name, rec] : r.nodes) {
     im.put_node(b, name, rec);
-    b.Put(history_key(name, r.counter), varint_bytes(rec.cursor));
+    b.Put(history_key(name, r.counter), encode_history_cursor(rec.cursor));
   }
   im.put_meta(b, meta);
   im.write(b, true);

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "common/item.hpp"
-#include "common/protocol.hpp"
-#include "common/store_error.hpp"
+#include "core/item.hpp"
+#include "core/protocol.hpp"
+#include "core/store_error.hpp"
 #include "sync/sync_log_format.hpp"
 
 namespace kv::storage {

@@ -3,7 +3,8 @@
 #include <cstdint>
 #include <span>
 
-#include "common/protocol.hpp"
+#include "core/bytes.hpp"
+#include "core/protocol.hpp"
 
 namespace kv::sync {
 
@@ -107,6 +108,31 @@ std::optional<StampedChange> decode_entry(std::string_view bytes) {
   c.item = r.item();
   if (!r.done() || c.item.version != c.stamp) return std::nullopt;
   return c;
+}
+
+std::string history_key(std::string_view name, std::uint64_t stamp) {
+  std::string k = std::string(kHistoryPrefix) + std::string(name);
+  append_be64(k, stamp);
+  return k;
+}
+
+std::string encode_history_cursor(std::uint64_t cursor) {
+  std::string out;
+  proto::Writer(out).varint(cursor);
+  return out;
+}
+
+std::optional<HistoryRecord> decode_history(std::string_view key, std::string_view value) {
+  if (key.size() < kHistoryPrefix.size() + 1 + 8 || !key.starts_with(kHistoryPrefix)) {
+    return std::nullopt;
+  }
+  proto::Reader r({reinterpret_cast<const std::uint8_t*>(value.data()), value.size()});
+  HistoryRecord h;
+  h.cursor = r.varint();
+  if (!r.done()) return std::nullopt;
+  h.name = std::string(key.substr(kHistoryPrefix.size(), key.size() - kHistoryPrefix.size() - 8));
+  h.stamp = read_be64(key.substr(key.size() - 8));
+  return h;
 }
 
 }  // namespace kv::sync

@@ -1,5 +1,7 @@
-// The syncer log's stored records (docs/storage.md, "The syncer"): its meta record, its entries
-// and its node records. Pure encode/decode over bytes, shared by the log and the fuzzer.
+// The syncer log's stored records (docs/storage.md, "The syncer"): its meta record, its entries,
+// its node records and their cursor history. Pure encode/decode over bytes, shared by the log and
+// the fuzzer; the varints come from the wire codec (core/protocol.hpp), which disk and wire
+// share.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/item.hpp"
+#include "core/item.hpp"
 
 namespace kv::sync {
 
@@ -69,5 +71,17 @@ std::optional<NodeRecord> decode_node(std::string_view bytes);
 std::string encode_entry(const StampedChange& c);
 // nullopt for anything that is not exactly one well-formed entry.
 std::optional<StampedChange> decode_entry(std::string_view bytes);
+
+// A node's cursor when a stamp was handed out: key "h" + name + be64(stamp), value varint cursor.
+struct HistoryRecord {
+  std::string name;
+  std::uint64_t stamp = 0;
+  std::uint64_t cursor = 0;
+  friend bool operator==(const HistoryRecord&, const HistoryRecord&) = default;
+};
+std::string history_key(std::string_view name, std::uint64_t stamp);
+std::string encode_history_cursor(std::uint64_t cursor);
+// nullopt unless `key` is a history key and `value` exactly one varint.
+std::optional<HistoryRecord> decode_history(std::string_view key, std::string_view value);
 
 }  // namespace kv::sync

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "common/item.hpp"
-#include "common/notification.hpp"
-#include "common/protocol.hpp"
+#include "core/item.hpp"
+#include "core/notification.hpp"
+#include "core/protocol.hpp"
 #include "sync/sync_log.hpp"
 
 namespace kv::sync {

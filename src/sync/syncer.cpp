@@ -12,14 +12,15 @@
 #include <set>
 #include <sstream>
 
-#include "common/describe.hpp"
-#include "common/item_json.hpp"
-#include "common/log.hpp"
-#include "common/metrics.hpp"
-#include "common/node_client.hpp"
-#include "common/notification.hpp"
-#include "common/wakeup.hpp"
-#include "common/ws_client.hpp"
+#include "core/address.hpp"
+#include "core/describe.hpp"
+#include "core/item_json.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "core/notification.hpp"
+#include "net/node_client.hpp"
+#include "net/wakeup.hpp"
+#include "net/ws_client.hpp"
 #include "sync/sync_log.hpp"
 #include "sync/sync_machine.hpp"
 
@@ -32,13 +33,14 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // The I/O side of one node link; its state lives in the SyncMachine.
 struct Link {
-  Link(asio::any_io_executor ex) : client(ex), ws(ex), fetch(ex), send(ex), ended(ex) {}
+  Link(asio::any_io_executor ex) : client(ex), ws(ex), fetch(ex), send(ex), ended(ex), retry(ex) {}
   NodeClient client;
   WsSubscription ws;
-  Wakeup fetch;            // the machine may have a FETCH to send
-  Wakeup send;             // the machine may have an APPLY to send
-  bool connected = false;  // both connections are open and the loops run
-  Wakeup ended;            // the watcher, fetcher and sender of this connection have all returned
+  Wakeup fetch;              // the machine may have a FETCH to send
+  Wakeup send;               // the machine may have an APPLY to send
+  bool connected = false;    // both connections are open and the loops run
+  Wakeup ended;              // the watcher, fetcher and sender of this connection have all returned
+  asio::steady_timer retry;  // the wait before reconnecting
 };
 
 using Clock = std::chrono::steady_clock;
@@ -112,6 +114,7 @@ struct Syncer::Impl {
   std::map<std::uint64_t, Clock::time_point> stamp_times;
   static constexpr std::size_t kMaxStampTimes = 100000;
   std::uint64_t changes_stamped = 0;
+  bool stopping = false;  // Syncer::stop(): links end instead of reconnecting
 
   // The machine's state changed: every loop looks again for work (cheap: each asks the machine).
   void wake_all() {
@@ -179,6 +182,18 @@ Syncer::Syncer(asio::any_io_executor executor, SyncerOptions options)
 
 Syncer::~Syncer() = default;
 
+void Syncer::stop() {
+  Impl& im = *impl_;
+  im.stopping = true;
+  for (auto& l : im.links) {
+    l->client.close();  // fails every call in flight, so the loops return
+    l->ws.close();
+    l->fetch.notify();
+    l->send.notify();
+    l->retry.cancel();
+  }
+}
+
 asio::awaitable<void> Syncer::run(std::function<void()> on_all_connected) {
   impl_->on_all_connected = std::move(on_all_connected);
   KV_LOG(info) << "syncer log: stamp " << impl_->log.counter() << ", " << impl_->log.size()
@@ -198,8 +213,7 @@ asio::awaitable<void> Syncer::run(std::function<void()> on_all_connected) {
 asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
   Link& link = *links[i];
   const std::string& address = machine.link(i).address;
-  asio::steady_timer wait(executor);
-  for (;;) {
+  while (!stopping) {
     bool up = false;
     try {
       const auto [host, port] = parse_host_port(address);
@@ -228,7 +242,9 @@ asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
       wake_all();
       co_await run_connected(i);
     } catch (const std::exception& e) {
-      if (up) {
+      if (stopping) {
+        KV_LOG(info) << "closed the link to " << address;
+      } else if (up) {
         KV_LOG(warning) << "lost node " << machine.link(i).status.name << " at " << address << ": "
                         << describe(e) << "; reconnecting";
       } else {
@@ -242,9 +258,10 @@ asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
     const auto backoff = machine.on_down(i);
     if (was_connected) link_changed(i);
     flush_reports();
+    if (stopping) co_return;
     if (!up) KV_LOG(debug) << "retrying " << address << " in " << backoff.count() << " ms";
-    wait.expires_after(backoff);
-    co_await wait.async_wait(kTuple);
+    link.retry.expires_after(backoff);
+    co_await link.retry.async_wait(kTuple);
   }
 }
 

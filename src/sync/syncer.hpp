@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "common/tls.hpp"
+#include "net/tls.hpp"
 
 namespace kv::metrics {
 class Registry;
@@ -49,9 +49,12 @@ class Syncer {
   Syncer(boost::asio::any_io_executor executor, SyncerOptions options);
   ~Syncer();
 
-  // Runs every node link until cancelled. `on_all_connected` is called once, the first time
-  // every node is connected.
+  // Runs every node link until stop(). `on_all_connected` is called once, the first time every
+  // node is connected.
   boost::asio::awaitable<void> run(std::function<void()> on_all_connected);
+  // Closes every link; run() returns once each has ended (a connect in progress ends at its
+  // deadline).
+  void stop();
 
   // What the syncer does, as JSON objects for the viewer's WebSocket (docs/protocol.md,
   // "The syncer's WebSocket"): each stamp, each APPLY a node acknowledged, links going up and

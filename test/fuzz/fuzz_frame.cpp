@@ -1,4 +1,4 @@
-// Fuzzes the binary protocol's decoder (src/common/protocol.cpp): decode_frame over a byte stream,
+// Fuzzes the binary protocol's decoder (src/core/protocol.cpp): decode_frame over a byte stream,
 // then parse_request and parse_response (for every request type) on each whole frame.
 //
 // Properties, beyond "no crash, no sanitizer report":
@@ -15,7 +15,7 @@
 #include <variant>
 #include <vector>
 
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
 #include "fuzz_check.hpp"
 
 namespace proto = kv::proto;

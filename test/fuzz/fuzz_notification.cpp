@@ -1,4 +1,4 @@
-// Fuzzes the WebSocket notification parser (src/common/notification.cpp), which kvsync and kvcli
+// Fuzzes the WebSocket notification parser (src/core/notification.cpp), which kvsync and kvcli
 // run on every text message a node sends.
 //
 // Properties: parse_notification never throws or crashes; whatever it accepts serialises with
@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/notification.hpp"
+#include "core/notification.hpp"
 #include "fuzz_check.hpp"
 
 namespace {

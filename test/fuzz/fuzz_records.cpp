@@ -1,7 +1,8 @@
 // Fuzzes the on-disk record decoders, which recovery runs on every value and key in a data
 // directory: the node's decode_meta, decode_record, decode_change and item_id_from_key
-// (src/node/store_format.cpp) and the syncer log's decode_entry (src/sync/sync_log_format.cpp),
-// each on the whole input.
+// (src/node/store_format.cpp) and the syncer log's decode_entry and decode_history
+// (src/sync/sync_log_format.cpp), each on the whole input (decode_history on a key and value
+// split from it).
 //
 // Properties, beyond "no crash, no sanitizer report":
 //  - a decoded Meta, Record or ChangeEntry re-encodes to bytes that decode to the same value. An
@@ -10,11 +11,12 @@
 //    decoders still read, re-encodes in the current format, and that encoding is a fixed point;
 //  - an id decoded from a key has the documented shape, and item_key gives back that very key
 //    (one key per id: recovery must not load an item from a key the node would never write).
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-#include "common/item.hpp"
+#include "core/item.hpp"
 #include "fuzz_check.hpp"
 #include "node/store_format.hpp"
 #include "sync/sync_log_format.hpp"
@@ -64,6 +66,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_canonical(in, again);
     const auto back = kv::sync::decode_entry(again);
     KV_FUZZ_CHECK(back.has_value() && *back == *entry);
+  }
+  // A cursor history record: the first byte says how long its key is, the rest is the value.
+  if (!in.empty()) {
+    const std::size_t key_size =
+        std::min<std::size_t>(static_cast<std::uint8_t>(in[0]), in.size() - 1);
+    const auto key = in.substr(1, key_size);
+    const auto value = in.substr(1 + key_size);
+    if (const auto h = kv::sync::decode_history(key, value)) {
+      KV_FUZZ_CHECK(kv::sync::history_key(h->name, h->stamp) == key);
+      const std::string again = kv::sync::encode_history_cursor(h->cursor);
+      check_canonical(value, again);
+      KV_FUZZ_CHECK(kv::sync::decode_history(key, again) == h);
+    }
   }
   return 0;
 }

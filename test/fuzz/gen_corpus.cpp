@@ -9,9 +9,9 @@
 #include <variant>
 #include <vector>
 
-#include "common/item.hpp"
-#include "common/notification.hpp"
-#include "common/protocol.hpp"
+#include "core/item.hpp"
+#include "core/notification.hpp"
+#include "core/protocol.hpp"
 #include "node/store_format.hpp"
 #include "sync/sync_log_format.hpp"
 

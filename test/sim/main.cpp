@@ -16,7 +16,7 @@
 #include <map>
 #include <string>
 
-#include "common/log.hpp"
+#include "core/log.hpp"
 #include "sim/simulator.hpp"
 
 namespace {

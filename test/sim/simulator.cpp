@@ -9,9 +9,9 @@
 #include <set>
 #include <sstream>
 
-#include "common/item.hpp"
-#include "common/protocol.hpp"
-#include "common/store_error.hpp"
+#include "core/item.hpp"
+#include "core/protocol.hpp"
+#include "core/store_error.hpp"
 #include "node/requests.hpp"
 #include "node/store.hpp"
 #include "sim/mem_disk.hpp"
@@ -159,9 +159,9 @@ struct Write {
   std::uint64_t incarnation = 0;
   std::uint64_t seq = 0;  // its change's sequence number on the node
   std::string id;
-  std::string title;   // the value it wrote (create, update); every title is unique
-  std::string parent;  // the title the node held when it was made (update, delete)
-  std::uint64_t ticket = 0;
+  std::string title;    // the value it wrote (create, update); every title is unique
+  std::string parent;   // the title the node held when it was made (update, delete)
+  node::Commit commit;  // its change's place in the node's commit pipeline
   Outcome outcome = Outcome::kPending;
   std::uint64_t step = 0;
 };
@@ -186,7 +186,7 @@ struct Conn {
   struct Held {
     std::uint64_t id;
     proto::MsgType type;
-    std::uint64_t ticket;  // answered once the node's store completed it
+    node::Commit commit;  // answered once the node's store completed it
     proto::Response response;
   };
   std::deque<Held> at_node;
@@ -397,7 +397,7 @@ class World {
       w.kind = what < 88 ? Write::Kind::kUpdate : Write::Kind::kDelete;
     }
     w.title = "w" + std::to_string(writes_.size());
-    const std::uint64_t before = store.last_ticket();
+    const node::Commit before = store.last_commit();
     node::Result<Item> r = Error{};
     if (w.kind == Write::Kind::kCreate) {
       r = store.create(w.title);
@@ -423,7 +423,7 @@ class World {
     w.id = it.id;
     w.seq = store.seq();
     w.incarnation = store.incarnation();
-    w.ticket = store.last_ticket() != before ? store.last_ticket() : 0;
+    if (store.last_commit() != before) w.commit = store.last_commit();
     if (w.kind != Write::Kind::kDelete) title_writer_[w.title] = writes_.size();
     if (w.kind == Write::Kind::kCreate) known_ids_.push_back(w.id);
     by_origin_[{nodes_[n].name, w.incarnation}].push_back(writes_.size());
@@ -432,8 +432,7 @@ class World {
           (w.kind == Write::Kind::kCreate   ? "create"
            : w.kind == Write::Kind::kUpdate ? "update"
                                             : "delete") +
-          " " + w.id + " " + w.title + " seq " + std::to_string(w.seq) + " ticket " +
-          std::to_string(w.ticket));
+          " " + w.id + " " + w.title + " seq " + std::to_string(w.seq));
     writes_.push_back(std::move(w));
     settle_writes(n);
   }
@@ -445,11 +444,11 @@ class World {
     std::vector<std::size_t> still;
     for (auto idx : node.waiting) {
       Write& w = writes_[idx];
-      if (store.completed_ticket() < w.ticket) {
+      if (!store.completed(w.commit)) {
         still.push_back(idx);
         continue;
       }
-      if (store.failed(w.ticket)) {
+      if (store.outcome(w.commit)) {
         w.outcome = Write::Outcome::kFailed;
         continue;
       }
@@ -482,8 +481,8 @@ class World {
       if (c.node != n || !c.node_open) continue;
       while (!c.at_node.empty()) {
         auto& h = c.at_node.front();
-        if (h.ticket > store.completed_ticket()) break;
-        if (h.ticket != 0 && store.failed(h.ticket)) h.response = store.storage_error();
+        if (!store.completed(h.commit)) break;
+        if (auto e = store.outcome(h.commit)) h.response = std::move(*e);
         c.to_syncer.push_back(Conn::Answer{h.id, h.type, std::move(h.response)});
         c.at_node.pop_front();
       }
@@ -517,7 +516,7 @@ class World {
     event("node " + node.name + " gets " + what + " on conn " + std::to_string(c.id) +
           (c.syncer_open ? "" : " (from a syncer that gave up on it)") +
           (duplicate ? " (duplicate)" : ""));
-    c.at_node.push_back(Conn::Held{id, type, a.ticket, std::move(a.response)});
+    c.at_node.push_back(Conn::Held{id, type, a.commit, std::move(a.response)});
     release_answers(c.node);
     settle_writes(c.node);
   }

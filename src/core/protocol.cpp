@@ -1,4 +1,4 @@
-#include "common/protocol.hpp"
+#include "core/protocol.hpp"
 
 #include <type_traits>
 

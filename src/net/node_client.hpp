@@ -14,8 +14,8 @@
 #include <memory>
 #include <string>
 
-#include "common/protocol.hpp"
-#include "common/tls.hpp"
+#include "core/protocol.hpp"
+#include "net/tls.hpp"
 
 namespace kv {
 
@@ -62,8 +62,5 @@ class NodeClient {
   std::string secret_;
   std::shared_ptr<tls::Context> tls_;
 };
-
-// "host:port" -> (host, port); throws std::invalid_argument with a clear message.
-std::pair<std::string, std::uint16_t> parse_host_port(const std::string& text);
 
 }  // namespace kv

@@ -1,4 +1,4 @@
-#include "common/item_json.hpp"
+#include "core/item_json.hpp"
 
 #include <boost/json.hpp>
 

@@ -1,6 +1,7 @@
-#include "common/web_server.hpp"
+#include "net/web_server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -17,9 +18,10 @@
 #include <deque>
 #include <unordered_set>
 
-#include "common/log.hpp"
-#include "common/secret.hpp"
-#include "common/wakeup.hpp"
+#include "core/log.hpp"
+#include "core/secret.hpp"
+#include "net/listener.hpp"
+#include "net/wakeup.hpp"
 
 namespace kv::web {
 
@@ -38,7 +40,9 @@ struct Subscriber {
   std::deque<std::shared_ptr<const std::string>> queue;
   Wakeup wake;  // notified when the queue gets a message or overflows
   unsigned topics = ~0u;
-  bool overflowed = false;
+  // Set when the hub ends the subscription (its queue overflowed, or the server is stopping):
+  // the writer closes the WebSocket with this code and reason.
+  std::optional<websocket::close_reason> closing;
 };
 }  // namespace
 
@@ -72,18 +76,28 @@ Hub::~Hub() = default;
 void Hub::publish(std::shared_ptr<const std::string> message, unsigned topics) {
   ++impl_->published;
   for (const auto& sub : impl_->subscribers) {
-    if (sub->overflowed || (sub->topics & topics) == 0) continue;
+    if (sub->closing || (sub->topics & topics) == 0) continue;
     if (sub->queue.size() >= impl_->queue_limit) {
       // Its writer closes it with a reason once the write in flight completes; a peer that never
       // reads again is dropped by the WebSocket idle timeout (pings unanswered).
       KV_LOG(warning) << "dropping a WebSocket subscriber " << impl_->queue_limit
                       << " messages behind";
-      sub->overflowed = true;
+      sub->closing = websocket::close_reason(websocket::close_code::policy_error,
+                                             "subscriber queue overflow: resubscribe and fetch");
       sub->queue.clear();
       ++impl_->dropped;
     } else {
       sub->queue.push_back(message);
     }
+    sub->wake.notify();
+  }
+}
+
+void Hub::close_all(std::string_view reason) {
+  for (const auto& sub : impl_->subscribers) {
+    if (sub->closing) continue;
+    sub->closing = websocket::close_reason(websocket::close_code::going_away, reason);
+    sub->queue.clear();
     sub->wake.notify();
   }
 }
@@ -153,12 +167,9 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 template <class WsStream>
 asio::awaitable<void> ws_writer(WsStream& ws, Subscriber& sub) {
   for (;;) {
-    while (sub.queue.empty() && !sub.overflowed) co_await sub.wake.wait();
-    if (sub.overflowed) {
-      co_await ws.async_close(
-          websocket::close_reason(websocket::close_code::policy_error,
-                                  "subscriber queue overflow: resubscribe and fetch"),
-          kTuple);
+    while (sub.queue.empty() && !sub.closing) co_await sub.wake.wait();
+    if (sub.closing) {
+      co_await ws.async_close(*sub.closing, kTuple);
       co_return;
     }
     auto message = std::move(sub.queue.front());
@@ -189,6 +200,10 @@ asio::awaitable<void> run_websocket(WsStream ws, http::request<http::string_body
   ws.text(true);
   auto [ec] = co_await ws.async_accept(req, kTuple);
   if (ec) co_return;
+  // A stopping server does not cut a subscription off: Hub::close_all() closes it with a reason,
+  // and the WebSocket timeouts bound a peer that does not answer the close.
+  co_await asio::this_coro::reset_cancellation_state(
+      [](asio::cancellation_type) { return asio::cancellation_type::none; });
   auto sub = std::make_shared<Subscriber>(co_await asio::this_coro::executor);
   sub->topics = subscription.topics;
   sub->queue.push_back(std::make_shared<const std::string>(subscription.hello()));
@@ -265,27 +280,21 @@ asio::awaitable<void> run_connection(tcp::socket socket, Hub& hub, const Routes&
     co_await run_http(stream, hub, routes, limits);
     co_return;
   }
-  boost::system::error_code peer_ec;
-  const auto peer = socket.remote_endpoint(peer_ec);
+  const std::string peer = net::peer_of(socket);
   const auto until = std::chrono::steady_clock::now() + limits.request_timeout;
-  if (co_await tls::plain_client(socket, until)) {
-    KV_LOG(info) << "refusing plain HTTP from "
-                 << (peer_ec ? std::string("?") : peer.address().to_string())
-                 << " (this port speaks https and wss)";
-    constexpr std::string_view kBody = "this port speaks TLS: use https:// (or wss://)\n";
-    const std::string answer =
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
-        std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n" + std::string(kBody);
-    co_await tls::refuse_plain(socket, answer, until);
+  constexpr std::string_view kBody = "this port speaks TLS: use https:// (or wss://)\n";
+  const std::string answer =
+      "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+      std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n" + std::string(kBody);
+  if (co_await tls::turn_away_plain(socket, answer, until)) {
+    KV_LOG(info) << "refused plain HTTP from " << peer << " (this port speaks https and wss)";
     co_return;
   }
   TlsStream stream(std::move(socket), *tls);
   beast::get_lowest_layer(stream).expires_at(until);
   auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kTuple);
   if (ec) {
-    KV_LOG(info) << "TLS handshake with HTTP client "
-                 << (peer_ec ? std::string("?") : peer.address().to_string())
-                 << " failed: " << ec.message();
+    KV_LOG(info) << "TLS handshake with HTTP client " << peer << " failed: " << ec.message();
     co_return;
   }
   co_await run_http(stream, hub, routes, limits);
@@ -294,40 +303,18 @@ asio::awaitable<void> run_connection(tcp::socket socket, Hub& hub, const Routes&
 }  // namespace
 
 asio::awaitable<void> serve(tcp::acceptor& acceptor, Hub& hub, Routes routes, Limits limits,
-                            std::shared_ptr<tls::Context> tls) {
+                            std::shared_ptr<tls::Context> tls, net::Stopper* stopper) {
   hub.set_queue_limit(limits.queue_limit);
-  auto executor = co_await asio::this_coro::executor;
-  auto live = std::make_shared<std::size_t>(0);
-  auto shared = std::make_shared<const std::pair<Routes, Limits>>(std::move(routes), limits);
-  asio::steady_timer backoff(executor);
-  for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(kTuple);
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) {
-      KV_LOG(warning) << "HTTP accept failed: " << ec.message();
-      backoff.expires_after(std::chrono::milliseconds(100));
-      co_await backoff.async_wait(kTuple);
-      continue;
-    }
-    if (*live >= limits.max_connections) {
-      boost::system::error_code ignored;
-      socket.close(ignored);
-      continue;
-    }
-    ++*live;
-    asio::co_spawn(executor,
-                   run_connection(std::move(socket), hub, shared->first, shared->second, tls),
-                   [live, shared, tls](std::exception_ptr e) {
-                     --*live;
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex) {
-                         KV_LOG(error) << "HTTP session ended: " << ex.what();
-                       }
-                     }
-                   });
-  }
+  net::ListenOptions listen;
+  listen.what = "HTTP";
+  listen.max_connections = limits.max_connections;
+  listen.stopper = stopper;
+  co_await net::accept_connections(
+      acceptor, std::move(listen),
+      [&hub, routes = std::move(routes), limits,
+       tls = std::move(tls)](tcp::socket socket) -> asio::awaitable<void> {
+        co_await run_connection(std::move(socket), hub, routes, limits, tls);
+      });
 }
 
 }  // namespace kv::web

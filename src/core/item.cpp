@@ -1,4 +1,4 @@
-#include "common/item.hpp"
+#include "core/item.hpp"
 
 #include <charconv>
 #include <ostream>

@@ -1,4 +1,4 @@
-#include "common/tls.hpp"
+#include "net/tls.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -184,6 +184,7 @@ bool is_tls_error(const boost::system::error_code& ec) {
   return ec.category() == category();
 }
 
+namespace {
 asio::awaitable<bool> plain_client(asio::ip::tcp::socket& socket,
                                    std::chrono::steady_clock::time_point deadline) {
   using namespace asio::experimental::awaitable_operators;
@@ -218,6 +219,15 @@ asio::awaitable<void> refuse_plain(asio::ip::tcp::socket& socket, std::string_vi
     if (ec) co_return;
     total += n;
   }
+}
+
+}  // namespace
+
+asio::awaitable<bool> turn_away_plain(asio::ip::tcp::socket& socket, std::string_view answer,
+                                      std::chrono::steady_clock::time_point deadline) {
+  if (!co_await plain_client(socket, deadline)) co_return false;
+  co_await refuse_plain(socket, answer, deadline);
+  co_return true;
 }
 
 bool looks_like_tls(const unsigned char* bytes, std::size_t size) {

@@ -1,4 +1,4 @@
-#include "common/ws_client.hpp"
+#include "net/ws_client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>

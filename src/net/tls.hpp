@@ -56,18 +56,14 @@ boost::system::error_code server_speaks_tls();
 bool is_tls_error(const boost::system::error_code& ec);
 
 // For a TLS server, before its handshake: waits until `deadline` for the client's first byte,
-// without consuming it, and returns true when that byte cannot start a TLS handshake (a client
-// speaking the plain binary protocol or plain HTTP), so the server can tell it so in words it
-// understands. False when it can, or when nothing came in time (the handshake then fails).
-boost::asio::awaitable<bool> plain_client(boost::asio::ip::tcp::socket& socket,
-                                          std::chrono::steady_clock::time_point deadline);
-
-// Sends `answer` to such a client and ends the connection gracefully (our side shut down, what
-// the client still sends read and dropped until it closes or `deadline`), so the answer is
-// not lost to a reset.
-boost::asio::awaitable<void> refuse_plain(boost::asio::ip::tcp::socket& socket,
-                                          std::string_view answer,
-                                          std::chrono::steady_clock::time_point deadline);
+// without consuming it. When that byte cannot start a TLS handshake (a client speaking the plain
+// binary protocol or plain HTTP), sends it `answer`, in words it understands, ends the
+// connection gracefully (our side shut down, what the client still sends read and dropped until
+// it closes or `deadline`, so the answer is not lost to a reset) and returns true. False when
+// the byte can start a handshake, or when nothing came in time (the handshake then fails).
+boost::asio::awaitable<bool> turn_away_plain(boost::asio::ip::tcp::socket& socket,
+                                             std::string_view answer,
+                                             std::chrono::steady_clock::time_point deadline);
 
 // A TLS alert record (fatal, protocol_version): what a plain binary-protocol client gets from a
 // TLS port before it is closed; NodeClient reports it as server_speaks_tls().

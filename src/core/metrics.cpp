@@ -1,4 +1,4 @@
-#include "common/metrics.hpp"
+#include "core/metrics.hpp"
 
 #include <cmath>
 #include <cstdio>

@@ -14,7 +14,7 @@
 #include <variant>
 #include <vector>
 
-#include "common/item.hpp"
+#include "core/item.hpp"
 
 namespace kv::proto {
 
@@ -145,42 +145,54 @@ class Reader {
 
 // ---- Messages -----------------------------------------------------------------------------------
 namespace msg {
-struct Ping {};
-struct Status {};
+struct Ping {
+  friend bool operator==(const Ping&, const Ping&) = default;
+};
+struct Status {
+  friend bool operator==(const Status&, const Status&) = default;
+};
 // Presents the cluster secret for this connection (docs/security.md).
 struct Auth {
   std::string secret;
+  friend bool operator==(const Auth&, const Auth&) = default;
 };
 struct Create {
   std::string title;
+  friend bool operator==(const Create&, const Create&) = default;
 };
 struct Get {
   std::string id;
+  friend bool operator==(const Get&, const Get&) = default;
 };
 // Live items after `after` (exclusive; empty: from the first), in id order, at most `limit`
 // (0: the default) and about kBatchBytes.
 struct List {
   std::string after;
   std::uint64_t limit = 0;
+  friend bool operator==(const List&, const List&) = default;
 };
 struct Update {
   std::string id;
   std::optional<bool> completed;
   std::optional<std::string> title;
+  friend bool operator==(const Update&, const Update&) = default;
 };
 struct Delete {
   std::string id;
+  friend bool operator==(const Delete&, const Delete&) = default;
 };
 // Read-your-writes: answers once this node has every change named in `want` (its own, or
 // applied from the syncer), or after `timeout_ms` (clamped to kMaxWaitMs), whichever is first.
 struct Wait {
   std::uint64_t timeout_ms = 0;
   std::vector<SessionMark> want;
+  friend bool operator==(const Wait&, const Wait&) = default;
 };
 // Sync: the node's durable local changes with seq > after_seq, oldest first, at most `limit`.
 struct Fetch {
   std::uint64_t after_seq = 0;
   std::uint64_t limit = 0;
+  friend bool operator==(const Fetch&, const Fetch&) = default;
 };
 // Sync: stamped changes for the node to apply (docs/sync.md, "Applying a stamped change").
 // `after_stamp` is the applied stamp this batch continues from: the node refuses (kStale) a batch
@@ -217,6 +229,7 @@ struct Apply {
   bool rebirth = false;
   bool adopt = false;  // the node takes this log as its own (after the log was rebuilt)
   bool hold = false;   // the node keeps its write fence (a rebuild's claim: no id floor yet)
+  friend bool operator==(const Apply&, const Apply&) = default;
 };
 
 // Sync: what a syncer rebuilding a lost log needs of the node (docs/sync.md, "A lost log"):
@@ -225,12 +238,16 @@ struct Apply {
 struct Dump {
   std::string after;
   std::uint64_t limit = 0;
+  friend bool operator==(const Dump&, const Dump&) = default;
 };
 
 // Responses.
-struct Pong {};
+struct Pong {
+  friend bool operator==(const Pong&, const Pong&) = default;
+};
 struct StatusReply {
   NodeStatus status;
+  friend bool operator==(const StatusReply&, const StatusReply&) = default;
 };
 struct ItemReply {
   Item item;
@@ -238,16 +255,19 @@ struct ItemReply {
   // (both 0 when answering GET).
   std::uint64_t seq = 0;
   std::uint64_t incarnation = 0;
+  friend bool operator==(const ItemReply&, const ItemReply&) = default;
 };
 struct ItemsReply {
   std::vector<Item> items;
   std::string next;  // pass as List::after for the next page; empty when this was the last
+  friend bool operator==(const ItemsReply&, const ItemsReply&) = default;
 };
 struct Changes {
   // The syncer's next cursor: every durable local change up to here is in `changes` or an
   // earlier answer.
   std::uint64_t seq_high = 0;
   std::vector<Change> changes;
+  friend bool operator==(const Changes&, const Changes&) = default;
 };
 struct Dumped {
   std::vector<StampedChange> items;
@@ -257,6 +277,7 @@ struct Dumped {
   // The node's change sequence when the page was read: its items left out for an unsynced
   // change have that change at or below it.
   std::uint64_t seq = 0;
+  friend bool operator==(const Dumped&, const Dumped&) = default;
 };
 struct Applied {
   std::uint64_t applied_stamp = 0;
@@ -267,14 +288,17 @@ struct Applied {
   // batch: with none unsynced and every stamp applied, the digest equals the log's.
   std::uint64_t digest = 0;
   std::uint64_t unsynced = 0;
+  friend bool operator==(const Applied&, const Applied&) = default;
 };
 struct Waited {
   bool caught_up = false;
   std::vector<SessionMark> have;  // how far this node is, for each node named in the request
+  friend bool operator==(const Waited&, const Waited&) = default;
 };
 struct Error {
   ErrorCode code = ErrorCode::kBadFrame;
   std::string message;
+  friend bool operator==(const Error&, const Error&) = default;
 };
 }  // namespace msg
 

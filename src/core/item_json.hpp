@@ -7,7 +7,7 @@
 
 #include <boost/json/fwd.hpp>
 
-#include "common/item.hpp"
+#include "core/item.hpp"
 
 namespace kv {
 

@@ -18,7 +18,11 @@
 #include <string_view>
 #include <variant>
 
-#include "common/tls.hpp"
+#include "net/tls.hpp"
+
+namespace kv::net {
+class Stopper;
+}
 
 namespace kv::web {
 
@@ -81,6 +85,9 @@ class Hub {
   std::uint64_t dropped() const;    // subscribers dropped for overflowing
   std::uint64_t published() const;  // messages published
   void set_queue_limit(std::size_t limit);
+  // Closes every subscription with `reason` (WebSocket close code 1001, going away) once the
+  // message being written is out; later publishes reach none of them.
+  void close_all(std::string_view reason);
 
  private:
   friend class HubMembership;  // a WebSocket session's place in the hub (web_server.cpp)
@@ -91,9 +98,12 @@ class Hub {
 // Serves HTTP/1.1 on `acceptor` until it is closed or the coroutine is cancelled: over TLS
 // (https, wss) with a server context (tls::server_context), each handshake within
 // limits.request_timeout; plain HTTP without one.
+// With a `stopper`, its stop() ends the HTTP connections (WebSocket subscriptions end through
+// Hub::close_all instead).
 boost::asio::awaitable<void> serve(boost::asio::ip::tcp::acceptor& acceptor, Hub& hub,
                                    Routes routes, Limits limits,
-                                   std::shared_ptr<tls::Context> tls = nullptr);
+                                   std::shared_ptr<tls::Context> tls = nullptr,
+                                   net::Stopper* stopper = nullptr);
 
 // Helpers for routes.
 std::string_view path_of(std::string_view target);  // without the query

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/item.hpp"
+#include "core/item.hpp"
 
 namespace kv {
 

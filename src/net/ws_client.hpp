@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "common/tls.hpp"
+#include "net/tls.hpp"
 
 namespace kv {
 

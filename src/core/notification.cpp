@@ -1,8 +1,8 @@
-#include "common/notification.hpp"
+#include "core/notification.hpp"
 
 #include <boost/json.hpp>
 
-#include "common/item_json.hpp"
+#include "core/item_json.hpp"
 
 namespace kv {
 

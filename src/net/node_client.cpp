@@ -1,4 +1,4 @@
-#include "common/node_client.hpp"
+#include "net/node_client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,11 +12,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include <charconv>
 #include <deque>
 #include <optional>
 #include <stdexcept>
 #include <vector>
+
+#include "core/client_pipeline.hpp"
 
 namespace kv {
 
@@ -30,8 +31,6 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 struct Pending {
   explicit Pending(asio::any_io_executor ex) : done(ex) {}
-  std::uint32_t id = 0;
-  proto::MsgType type = proto::MsgType::kPing;
   asio::steady_timer done;  // cancelled when the answer (or a failure) arrives
   std::optional<proto::Response> response;
   boost::system::error_code error;
@@ -44,7 +43,7 @@ struct NodeClient::State {
   tcp::socket socket;  // plain TCP; moved into `tls` when the connection speaks TLS
   std::shared_ptr<tls::Context> tls_context;  // outlives the stream that uses it
   std::unique_ptr<ssl::stream<tcp::socket>> tls;
-  std::uint32_t next_id = 1;
+  ClientPipeline pipeline;                        // request ids and answer matching
   std::deque<std::shared_ptr<Pending>> inflight;  // in the order the requests were written
   std::string out;                                // encoded, not yet written
   bool writing = false;
@@ -70,49 +69,31 @@ namespace {
 // flight at once on either.
 template <class Stream>
 asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st, Stream& stream) {
-  std::vector<std::uint8_t> in(64 * 1024);
-  std::size_t have = 0;
-  bool answered = false;  // a frame has arrived on this connection
+  std::vector<ClientPipeline::Answer> answers;
   while (st->open) {
-    if (have == in.size()) in.resize(std::min(in.size() * 2, proto::kMaxFrameLength + 4));
-    auto [ec, n] =
-        co_await stream.async_read_some(asio::buffer(in.data() + have, in.size() - have), kTuple);
+    const auto into = st->pipeline.buffer();
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(into.data(), into.size()), kTuple);
     if (ec) {
       st->fail(ec);
       co_return;
     }
     if (st->traffic) st->traffic->received += n;
-    have += n;
-    std::size_t pos = 0;
-    for (;;) {
-      auto d = proto::decode_frame({in.data() + pos, have - pos});
-      if (d.status == proto::DecodeStatus::kNeedMore) break;
-      if (d.status == proto::DecodeStatus::kError || st->inflight.empty()) {
-        // A TLS alert where the first frame should be: we spoke plain TCP to a TLS port.
-        const bool tls_answer = !answered && !st->tls && tls::looks_like_tls(in.data(), have);
-        st->fail(tls_answer ? tls::server_speaks_tls() : asio::error::invalid_argument);
-        co_return;
-      }
-      answered = true;
-      pos += d.frame.size;
-      auto p = st->inflight.front();
+    answers.clear();
+    const auto failure = st->pipeline.received(n, answers);
+    for (auto& a : answers) {
+      auto p = st->inflight.front();  // the pipeline matched it: same id, same order
       st->inflight.pop_front();
-      // A frame-level error from the node carries request id 0; otherwise ids must match.
-      if (d.frame.request_id != p->id && d.frame.request_id != 0) {
-        st->fail(asio::error::invalid_argument);
-        co_return;
-      }
-      auto parsed = proto::parse_response(d.frame, p->type);
-      if (auto* e = std::get_if<proto::msg::Error>(&parsed)) {
-        p->response = proto::Response{std::move(*e)};
-      } else {
-        p->response = std::move(std::get<proto::Response>(parsed));
-      }
+      p->response = std::move(a.response);
       p->done.cancel();
     }
-    if (pos > 0) {
-      std::copy(in.begin() + pos, in.begin() + have, in.begin());
-      have -= pos;
+    if (failure != ClientPipeline::Failure::kNone) {
+      // A TLS alert where the first answer should be: we spoke plain TCP to a TLS port.
+      const auto unread = st->pipeline.unread();
+      const bool tls_answer = failure != ClientPipeline::Failure::kOutOfOrder &&
+                              !st->pipeline.answered() && !st->tls &&
+                              tls::looks_like_tls(unread.data(), unread.size());
+      st->fail(tls_answer ? tls::server_speaks_tls() : asio::error::invalid_argument);
+      co_return;
     }
   }
 }
@@ -214,10 +195,7 @@ asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration t
   auto st = state_;
   if (!st->open) throw boost::system::system_error(asio::error::not_connected);
   auto p = std::make_shared<Pending>(st->executor);
-  p->id = st->next_id++;
-  if (st->next_id == 0) st->next_id = 1;
-  p->type = proto::type_of(req);
-  proto::encode_request(st->out, p->id, req);
+  st->pipeline.send(st->out, req);
   st->inflight.push_back(p);
   if (!st->writing) {
     st->writing = true;  // set before the writer runs, so one call spawns it
@@ -231,21 +209,6 @@ asio::awaitable<proto::Response> NodeClient::call(proto::Request req, Duration t
   // The deadline passed: later answers could no longer be matched to their calls.
   st->fail(asio::error::timed_out);
   throw boost::system::system_error(asio::error::timed_out);
-}
-
-std::pair<std::string, std::uint16_t> parse_host_port(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    throw std::invalid_argument("'" + text + "' is not host:port");
-  }
-  unsigned port = 0;
-  const char* b = text.data() + colon + 1;
-  const char* e = text.data() + text.size();
-  auto [end, ec] = std::from_chars(b, e, port);
-  if (ec != std::errc{} || end != e || port == 0 || port > 65535) {
-    throw std::invalid_argument("'" + text + "' does not end in a port number (1-65535)");
-  }
-  return {text.substr(0, colon), static_cast<std::uint16_t>(port)};
 }
 
 }  // namespace kv

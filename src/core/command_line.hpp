@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/node_client.hpp"
+#include "core/address.hpp"
 
 namespace kv::command_line {
 
