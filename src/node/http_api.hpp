@@ -1,5 +1,6 @@
 // What a node serves over HTTP (docs/protocol.md, "HTTP and WebSocket"): change notifications on
-// /ws, a snapshot of its items on /items for the viewer, /status, /metrics and /healthz.
+// /ws, its items page by page (and a search) on /items for the viewer, /status, /metrics and
+// /healthz.
 #pragma once
 
 #include <string>
@@ -18,8 +19,14 @@ class Store;
 inline constexpr unsigned kTopicLocal = 1;
 inline constexpr unsigned kTopicSynced = 2;
 
-// Items returned by /items at most (the viewer's snapshot); more are reported as truncated.
-inline constexpr std::uint64_t kItemsPageLimit = 10000;
+// /items pages (docs/protocol.md, "HTTP on the nodes"): `limit` items by default and at most
+// (each page also stops at about proto::kBatchBytes).
+inline constexpr std::uint64_t kItemsDefaultLimit = 500;
+inline constexpr std::uint64_t kItemsMaxLimit = 5000;
+// A search (/items?q=) looks at this many items per request at most, then hands back a cursor:
+// the node's one I/O thread is never held by one request for long (about 10 ms here).
+inline constexpr std::uint64_t kSearchScanLimit = 100000;
+inline constexpr std::size_t kSearchMaxBytes = 256;  // the longest search text
 
 // With a `secret`, /ws and /items need it (docs/security.md); /healthz, /status and /metrics
 // carry no items and stay open.

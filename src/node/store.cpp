@@ -541,6 +541,15 @@ proto::msg::ItemsReply Store::list_page(std::string_view after, std::uint64_t li
   return out;
 }
 
+void Store::walk_live(
+    std::string_view after,
+    const std::function<bool(std::string_view id, std::string_view title)>& visit) const {
+  auto it = after.empty() ? impl_->items.begin() : impl_->items.upper_bound(after);
+  for (; it != impl_->items.end(); ++it) {
+    if (!it->second.deleted && !visit(it->first, it->second.title)) return;
+  }
+}
+
 proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) const {
   const auto& im = *impl_;
   proto::msg::Changes out;

@@ -113,6 +113,13 @@ class Store {
   std::vector<Item> list() const;  // every live item, ordered by id
   // One page of live items after `after` (exclusive), at most `limit` and about kBatchBytes.
   proto::msg::ItemsReply list_page(std::string_view after, std::uint64_t limit) const;
+  // Hands each live item after `after` (exclusive), in id order, to `visit` as its id and title,
+  // until `visit` returns false; copies nothing. For reads that pass over many items and keep
+  // few: the viewer's jumps by position and its searches (node/http_api.cpp). The views are
+  // valid during the call only.
+  void walk_live(
+      std::string_view after,
+      const std::function<bool(std::string_view id, std::string_view title)>& visit) const;
 
   // Sync operations.
   proto::msg::Changes fetch(std::uint64_t after_seq, std::uint64_t limit) const;
