@@ -1,14 +1,23 @@
 // kvstore live viewer. Served by kvsync at "/": location.host is the syncer's HTTP address.
 //
 // It keeps one WebSocket to the syncer (/ws: hello, stamp, applied, link) and one to every node
-// (/ws: hello, local, synced), plus a snapshot of each node's live items (GET /items). Node HTTP
-// addresses come from the syncer and are kept here, so node columns stay live while the syncer
-// is away. Every socket reconnects by itself with a backoff (250 ms doubling to 5 s).
+// (/ws: hello, local, synced), and reads each node's live items page by page (GET /items). Node
+// HTTP addresses come from the syncer and are kept here, so node columns stay live while the
+// syncer is away. Every socket reconnects by itself with a backoff (250 ms doubling to 5 s).
 //
 // Catch-up rule (docs: viewer spec): on every (re)connect to a node, if its hello's seq or
 // applied_stamp differ from the last ones seen from it (or there is no snapshot yet), refetch
-// /items, buffering notifications meanwhile, then apply only those newer than the snapshot:
-// local ones with seq > snapshot.seq, synced ones with stamp > snapshot.applied_stamp.
+// its first page of /items, buffering notifications meanwhile, then apply only those newer than
+// that page: local ones with seq > page.seq, synced ones with stamp > page.applied_stamp.
+//
+// A node with at most FULL_MAX items is read whole (a page or two) and compared item by item
+// with the others: rows in flight and missing are marked. A larger one is never held whole: its
+// column is a virtual list of `count` rows of fixed height, only the visible rows are in the
+// DOM, and pages of PAGE_ROWS items are fetched as they scroll into view (by position, or after
+// the previous page's last id) and kept in a bounded cache; notifications update the rows and
+// mark the cached pages they shift as stale, refetched when seen. Nodes that large are compared
+// by the syncer's digests. The search box asks every node for matches (/items?q=), a page at a
+// time, each request looking at a bounded number of items, and shows them in the same list.
 //
 // All text from the wire goes into the page through textContent or setAttribute only.
 'use strict';
@@ -18,6 +27,18 @@
   const BACKOFF_MIN_MS = 250;
   const BACKOFF_MAX_MS = 5000;
   const STAMP_CHANGES_SHOWN = 4;
+  const FULL_MAX = 5000;        // a node with at most this many items is held whole
+  const PAGE_ROWS = 200;        // rows per page of a large node's list
+  const PAGE_CACHE_MAX = 40;    // pages kept per node (least recently used go first)
+  const PAGE_FETCHES = 2;       // page requests in flight per node at most
+  const STALE_REFETCH_MS = 300; // a visible stale page is refetched at most this often
+  const SEARCH_PAGE = 200;      // matches asked for per search request
+  const SEARCH_MAX = 10000;     // matches kept per node
+  const SEARCH_DEBOUNCE_MS = 250;
+  const ROW_H = 28;             // px; keep in step with .item in viewer.css
+  // Browsers cap an element's height (about 33 million px in Chromium): beyond this the list's
+  // scrollbar is scaled, each pixel of it standing for more than one pixel of rows.
+  const MAX_SPACER_PX = 8000000;
 
   const wsScheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   // The cluster secret, if the URL carries one after '#secret=' (scripts/cluster.sh prints it
@@ -62,10 +83,19 @@
       lastError: '',
       // the node's state as this page knows it
       hasSnapshot: false,
-      items: new Map(),       // id -> {id, title, completed, version}
+      full: false,            // items holds every live item (count <= FULL_MAX)
+      items: new Map(),       // full: id -> {id, title, completed, version}
+      count: null,            // live items on the node (its /items count, then notifications)
+      pages: new Map(),       // large: page index -> {items, stale}; least recently used first
+      pageOf: new Map(),      // large: id -> page index, for the cached pages
+      loading: new Set(),     // large: page indexes being fetched
+      dead: new Set(),        // large: ids seen deleted (a delete is notified again when stamped)
+      staleAt: 0,             // when a stale page was last refetched
+      staleTimer: null,       // the refetch of a stale page that had to wait
+      listGen: 0,             // bumped when the list starts over: older page answers are dropped
+      search: null,           // {q, results, seen, next, done, scanned, busy, error}
       seq: null,              // last local seq seen (snapshot or notification)
       appliedStamp: null,     // last applied stamp seen (snapshot or notification)
-      truncated: false,
       // the syncer's digest comparisons of this node with its log (docs/sync.md, "Digests")
       check: null,            // {stamp, agrees}: the latest comparison
       diverged: false,        // the syncer found it holding other items than the log
@@ -418,12 +448,22 @@
   function resetSnapshot(v) {
     v.hasSnapshot = false;
     v.rev++;
+    v.full = false;
     v.items = new Map();
+    v.count = null;
+    clearPages(v);
     v.seq = null;
     v.appliedStamp = null;
-    v.truncated = false;
     v.baseline = null;
     v.pending = null;
+  }
+
+  function clearPages(v) {
+    v.pages = new Map();
+    v.pageOf = new Map();
+    v.loading = new Set();
+    v.dead = new Set();
+    v.listGen++;
   }
 
   function dropNode(v) {
@@ -515,11 +555,7 @@
     }
     v.status = 'catching-up';
     v.pending = [];
-    fetch(withSecret(`${httpScheme}//${v.http}/items`), { cache: 'no-store' })
-      .then((r) => {
-        if (!r.ok) throw new Error(`GET /items: HTTP ${r.status}`);
-        return r.json();
-      })
+    loadSnapshot(v, gen)
       .then((snap) => {
         if (gen !== v.gen) return;
         applySnapshot(v, snap);
@@ -537,19 +573,67 @@
       });
   }
 
-  function applySnapshot(v, snap) {
-    const items = new Map();
-    for (const raw of Array.isArray(snap && snap.items) ? snap.items : []) {
-      const it = normItem(raw);
-      if (it.id && !it.deleted) items.set(it.id, it);
+  /** GET /items on node v with these query parameters; resolves with the parsed page. */
+  function getItems(v, params) {
+    const qs = Object.entries(params).map(([k, x]) => `${k}=${encodeURIComponent(x)}`).join('&');
+    return fetch(withSecret(`${httpScheme}//${v.http}/items?${qs}`), { cache: 'no-store' })
+      .then(async (r) => {
+        if (!r.ok) {
+          // A 400 says what was wrong with the request in a sentence.
+          const why = r.status === 400 ? (await r.text().catch(() => '')).trim().slice(0, 200) : '';
+          throw new Error(`GET /items: HTTP ${r.status}${why ? ` (${why})` : ''}`);
+        }
+        return r.json();
+      })
+      .then((j) => {
+        if (!j || typeof j !== 'object' || !Array.isArray(j.items)) throw new Error('GET /items: not a page of items');
+        return j;
+      });
+  }
+
+  /**
+   * The first page; then, for a node of at most FULL_MAX items, the rest of them. Resolves with
+   * {node, seq, applied_stamp, count, first: items of page 0, all: every item (or null)}.
+   */
+  async function loadSnapshot(v, gen) {
+    const first = await getItems(v, { limit: PAGE_ROWS });
+    const snap = { node: first.node, seq: first.seq, applied_stamp: first.applied_stamp,
+      count: num(first.count), first: first.items, all: null };
+    let next = str(first.next);
+    if (next && (snap.count === null || snap.count > FULL_MAX)) return snap;
+    const all = first.items.slice();
+    // Small: read the rest too. Changes made meanwhile are in the buffered notifications, applied
+    // on top (they are all newer than the first page's seq and stamp).
+    while (next) {
+      if (gen !== v.gen) throw new Error('superseded');
+      const page = await getItems(v, { after: next, limit: FULL_MAX });
+      all.push(...page.items);
+      next = str(page.next);
+      if (all.length > 2 * FULL_MAX) return snap;   // it grew meanwhile: page it
     }
+    snap.all = all;
+    return snap;
+  }
+
+  function applySnapshot(v, snap) {
     const name = str(snap && snap.node);
     if (name) v.name = name;
-    v.items = items;
+    clearPages(v);
+    v.items = new Map();
+    v.full = snap.all !== null;
+    if (v.full) {
+      for (const raw of snap.all) {
+        const it = normItem(raw);
+        if (it.id && !it.deleted) v.items.set(it.id, it);
+      }
+      v.count = v.items.size;
+    } else {
+      v.count = snap.count ?? 0;
+      putPage(v, 0, snap.first.map(normItem));
+    }
     v.rev++;
-    v.seq = num(snap && snap.seq);
-    v.appliedStamp = num(snap && snap.applied_stamp);
-    v.truncated = !!(snap && snap.truncated);
+    v.seq = num(snap.seq);
+    v.appliedStamp = num(snap.applied_stamp);
     v.baseline = { seq: v.seq ?? 0, stamp: v.appliedStamp ?? 0 };
     v.hasSnapshot = true;
     const pending = v.pending || [];
@@ -558,10 +642,130 @@
     for (const m of pending) if (applyNotification(v, m)) applied++;
     v.status = 'live';
     v.backoff = BACKOFF_MIN_MS;
-    feedMeta(nodeLabel(v), `viewer fetched node ${nodeLabel(v)}'s items: ${items.size} at seq ${v.baseline.seq}, stamp ${v.baseline.stamp}` +
-      (pending.length ? `; ${applied} of ${pending.length} buffered notifications were newer` : '') +
-      (v.truncated ? ' (truncated)' : ''));
+    feedMeta(nodeLabel(v), (v.full
+      ? `viewer fetched node ${nodeLabel(v)}'s items: ${v.count}`
+      : `viewer reads node ${nodeLabel(v)}'s ${v.count} items page by page`) +
+      ` at seq ${v.baseline.seq}, stamp ${v.baseline.stamp}` +
+      (pending.length ? `; ${applied} of ${pending.length} buffered notifications were newer` : ''));
+    if (searchText) startSearch(v);
     schedule();
+  }
+
+  // ---------------------------------------------------------------- a large node's pages
+
+  /** Caches page k of a large node (most recently used last; the oldest go beyond the bound). */
+  function putPage(v, k, items) {
+    dropPage(v, k);
+    v.pages.set(k, { items, stale: false });
+    for (const it of items) v.pageOf.set(it.id, k);
+    while (v.pages.size > PAGE_CACHE_MAX) {
+      const oldest = v.pages.keys().next().value;
+      dropPage(v, oldest);
+    }
+  }
+
+  function dropPage(v, k) {
+    const p = v.pages.get(k);
+    if (!p) return;
+    for (const it of p.items) if (v.pageOf.get(it.id) === k) v.pageOf.delete(it.id);
+    v.pages.delete(k);
+  }
+
+  /** Page k, marked as just used. */
+  function usePage(v, k) {
+    const p = v.pages.get(k);
+    if (p) { v.pages.delete(k); v.pages.set(k, p); }
+    return p;
+  }
+
+  /** Fetches what the visible rows of a large node lack (and stale pages they show), a few at a time. */
+  function fetchVisiblePages(v) {
+    if (v.full || !v.hasSnapshot || !v.http || searchText || !v.dom) return;
+    const [first, n] = visibleRange(v);
+    if (n === 0) return;
+    const lo = Math.floor(first / PAGE_ROWS);
+    const hi = Math.floor(Math.min(first + n, v.count) / PAGE_ROWS);
+    const now = Date.now();
+    for (let k = lo; k <= hi && v.loading.size < PAGE_FETCHES; k++) {
+      if (v.loading.has(k) || k * PAGE_ROWS >= Math.max(v.count, 1)) continue;
+      const p = v.pages.get(k);
+      if (p && !p.stale) continue;
+      if (p && p.stale && now - v.staleAt < STALE_REFETCH_MS) {
+        if (!v.staleTimer) {
+          v.staleTimer = setTimeout(() => { v.staleTimer = null; fetchVisiblePages(v); }, STALE_REFETCH_MS);
+        }
+        continue;
+      }
+      if (p) v.staleAt = now;
+      fetchPage(v, k);
+    }
+  }
+
+  function fetchPage(v, k) {
+    const listGen = v.listGen;
+    const prev = v.pages.get(k - 1);
+    // After the previous page's last id when that page is fresh and whole: no walk on the node.
+    const params = prev && !prev.stale && prev.items.length === PAGE_ROWS
+      ? { after: prev.items[PAGE_ROWS - 1].id, limit: PAGE_ROWS }
+      : { offset: k * PAGE_ROWS, limit: PAGE_ROWS };
+    v.loading.add(k);
+    getItems(v, params)
+      .then((page) => {
+        if (listGen !== v.listGen) return;
+        v.loading.delete(k);
+        putPage(v, k, page.items.map(normItem));
+        const c = num(page.count);
+        if (c !== null && c !== v.count) {
+          // Our count drifted from the node's (changes whose notifications are still on their
+          // way): the node's word wins and the other pages may have shifted.
+          v.count = c;
+          for (const [j, p] of v.pages) if (j !== k) p.stale = true;
+        }
+        v.rev++;
+        schedule();
+        fetchVisiblePages(v);
+      })
+      .catch((err) => {
+        if (listGen !== v.listGen) return;
+        v.loading.delete(k);
+        feedMeta(nodeLabel(v), `viewer could not fetch a page of node ${nodeLabel(v)}'s items: ${err.message || err}`, true);
+        setTimeout(() => { if (listGen === v.listGen) fetchVisiblePages(v); }, 1000);
+      });
+  }
+
+  /**
+   * A large node's notified change to item `it`. The node names it a create only when it held no
+   * record of the id, and a delete when it held one, live or (its own delete coming back
+   * stamped) already a tombstone: `dead` remembers the deletes seen, so that none counts twice.
+   * Page answers carry the node's own count, which corrects any drift left.
+   */
+  function applyToPages(v, it, op) {
+    const k = v.pageOf.get(it.id);
+    const page = k === undefined ? null : v.pages.get(k);
+    if (op === 'update') {
+      // The same id in the same place: no row moves.
+      const i = page ? page.items.findIndex((x) => x.id === it.id) : -1;
+      if (i >= 0) page.items[i] = it;
+      return;
+    }
+    if (op === 'create') {
+      v.count = (v.count ?? 0) + 1;
+      v.dead.delete(it.id);
+    } else {
+      if (v.dead.has(it.id)) return;
+      if (v.dead.size > 10000) v.dead.clear();
+      v.dead.add(it.id);
+      v.count = Math.max(0, (v.count ?? 1) - 1);
+      if (page) {
+        page.items = page.items.filter((x) => x.id !== it.id);
+        v.pageOf.delete(it.id);
+      }
+    }
+    // Every cached page from the one where it is (or goes) on has its rows shifted by one.
+    for (const p of v.pages.values()) {
+      const last = p.items[p.items.length - 1];
+      if (!last || p.items.length < PAGE_ROWS || compareIds(last.id, it.id) >= 0) p.stale = true;
+    }
   }
 
   /** Applies one notification if it is newer than the node's baseline; returns whether it was. */
@@ -580,8 +784,21 @@
     }
     const it = normItem(m.item);
     if (!it.id) return false;
-    if (m.op === 'delete' || it.deleted) v.items.delete(it.id);
-    else v.items.set(it.id, it);
+    const gone = m.op === 'delete' || it.deleted;
+    if (v.full) {
+      if (gone) v.items.delete(it.id);
+      else v.items.set(it.id, it);
+      v.count = v.items.size;
+      if (v.count > FULL_MAX) {
+        // It grew past what is held whole: from now on it is paged.
+        v.full = false;
+        v.items = new Map();
+        clearPages(v);
+      }
+    } else {
+      applyToPages(v, it, gone ? 'delete' : str(m.op) === 'create' ? 'create' : 'update');
+    }
+    if (v.search) applyToSearch(v, it, gone);
     v.rev++;
     return true;
   }
@@ -643,20 +860,20 @@
       });
       return { ...none, state: 'unknown', title: 'Agreement unknown', detail: what.join(', ') };
     }
-    const truncated = views.filter((v) => v.truncated);
-    if (truncated.length) {
-      // Too many items to compare here: the syncer's digest comparisons decide. Every node
+    const large = views.filter((v) => !v.full);
+    if (large.length) {
+      // Too many items to hold here: the syncer's digest comparisons decide. Every node
       // compared equal with the log at the syncer's latest stamp holds the same items.
       const stamp = syncer.stamp;
       const checked = views.filter((v) => v.check && v.check.agrees && v.check.stamp === stamp);
       const names = views.map(nodeLabel).join(', ');
       if (stamp !== null && checked.length === views.length) {
-        const n = Math.max(...views.map((v) => v.items.size));
+        const n = Math.max(...views.map((v) => v.count ?? 0));
         return { ...none, state: 'agree', title: `Nodes agree — digests match at stamp ${stamp}`,
-          detail: `identical on ${names} (more than ${n} items each: compared by digest)` };
+          detail: `identical on ${names} (${n} items: compared by digest)` };
       }
       return { ...none, state: 'unknown', title: 'Agreement unknown',
-        detail: `more items than one snapshot holds on ${truncated.map(nodeLabel).join(', ')}; ` +
+        detail: `more than ${FULL_MAX} items on ${large.map(nodeLabel).join(', ')}; ` +
           'their digests are compared once every node has applied the latest stamp' };
     }
     const count = new Map();   // id -> number of nodes holding it
@@ -744,10 +961,27 @@
     const count = stat('items');
     const note = el('div', 'node-note');
     head.append(title, addr, stats, note);
-    const list = el('ol', 'items');
+    // The virtual list: a scroller, a spacer as tall as every row (or scaled), and a window of
+    // the visible rows moved to where they show.
+    const list = el('div', 'items');
+    const spacer = el('div', 'items-spacer');
+    const win = el('ol', 'items-window');
+    const empty = el('p', 'items-empty');
+    spacer.appendChild(win);
+    list.append(spacer, empty);
     root.append(head, list);
-    return { root, name, pill, addr, seq, applied, count, note, list, rows: new Map(), empty: null,
-      renderedRev: -1, renderedAgreementRev: -1, renderedHasSnapshot: null, renderedStatus: null };
+    const d = { root, name, pill, addr, seq, applied, count, note, list, spacer, win, empty, rows: [],
+      rendered: '', ids: null, idsKey: '' };
+    let queued = false;
+    list.addEventListener('scroll', () => {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(() => {
+        queued = false;
+        if (v.dom === d) { renderRows(v); fetchVisiblePages(v); fetchSearch(v); }
+      });
+    }, { passive: true });
+    return d;
   }
 
   const STATUS_TEXT = {
@@ -770,11 +1004,14 @@
       const root = v.dom.root;
       if (root !== cursor) nodesEl.insertBefore(root, cursor);
       else cursor = cursor.nextSibling;
-      renderColumn(v, views);
+      renderColumn(v);
     }
+    renderSearchStatus();
   }
 
-  function renderColumn(v, views) {
+  function plural(n, one, many) { return `${n} ${n === 1 ? one : many || `${one}s`}`; }
+
+  function renderColumn(v) {
     const d = v.dom;
     d.root.setAttribute('data-node', v.name);
     d.root.setAttribute('data-address', v.address);
@@ -788,53 +1025,120 @@
     d.addr.textContent = `binary ${v.address} · http ${v.http || '?'}`;
     d.seq.textContent = v.seq === null ? '–' : String(v.seq);
     d.applied.textContent = v.appliedStamp === null ? '–' : String(v.appliedStamp);
-    d.count.textContent = v.hasSnapshot ? String(v.items.size) + (v.truncated ? '+' : '') : '–';
+    d.count.textContent = v.hasSnapshot && v.count !== null ? String(v.count) : '–';
 
     const notes = [];
     if (syncer.status === 'live' && v.syncerLink !== null) {
       notes.push(`syncer link ${v.syncerLink ? 'up' : 'down'}` +
         (v.syncerApplied !== null ? `, applied up to ${v.syncerApplied}` : ''));
     }
-    if (v.truncated) notes.push('snapshot truncated at 10000 items');
+    const s = v.search;
+    if (s && searchText) {
+      const n = s.results.length;
+      notes.push(s.error ? `search failed: ${s.error}`
+        : `${plural(n, 'match', 'matches')}${n >= SEARCH_MAX ? ' (the first ones)' : ''}` +
+          (s.done ? '' : ` so far, ${s.scanned} of ${v.count ?? '?'} items searched`));
+    } else if (v.hasSnapshot && !v.full) {
+      notes.push(`paged: ${PAGE_ROWS} rows a page, ${v.pages.size} cached`);
+    }
     if (v.status === 'down' && v.hasSnapshot) notes.push('showing the last known items');
     d.note.textContent = notes.join(' · ');
-    d.note.classList.toggle('warn', (syncer.status === 'live' && v.syncerLink === false) || v.truncated);
+    d.note.classList.toggle('warn', (syncer.status === 'live' && v.syncerLink === false) || !!(s && s.error));
+    renderRows(v);
+    fetchVisiblePages(v);
+  }
 
-    // Rows: this node's items, plus a placeholder for each in-flight id it lacks.
-    if (d.renderedRev === v.rev && d.renderedAgreementRev === agreementRev && d.renderedHasSnapshot === v.hasSnapshot &&
-        d.renderedStatus === v.status) return;
-    d.renderedRev = v.rev;
-    d.renderedAgreementRev = agreementRev;
-    d.renderedHasSnapshot = v.hasSnapshot;
-    d.renderedStatus = v.status;
-    const ids = [...v.items.keys()];
-    const missing = [];
-    if (agreement.state === 'disagree') {
-      for (const id of agreement.inflight) if (!v.items.has(id)) missing.push(id);
-    }
-    const all = ids.concat(missing).sort(compareIds);
-    const keep = new Set();
-    let cursor = d.list.firstChild;
-    if (d.empty && all.length) { d.empty.remove(); d.empty = null; cursor = d.list.firstChild; }
-    for (const id of all) {
-      const it = v.items.get(id);
-      const key = it ? `i:${id}` : `m:${id}`;
-      keep.add(key);
-      let row = d.rows.get(key);
-      if (!row) {
-        row = it ? buildItemRow() : buildMissingRow(id);
-        d.rows.set(key, row);
+  /** The full node's rows: its ids and, while nodes disagree, the in-flight ids it lacks, in order. */
+  function fullRows(v) {
+    const d = v.dom;
+    const key = `${v.rev}/${agreementRev}`;
+    if (d.idsKey !== key) {
+      const missing = [];
+      if (agreement.state === 'disagree') {
+        for (const id of agreement.inflight) if (!v.items.has(id)) missing.push(id);
       }
-      if (it) updateItemRow(row, it, agreement.inflight.has(id));
-      if (row.li !== cursor) d.list.insertBefore(row.li, cursor);
-      else cursor = cursor.nextSibling;
+      d.ids = [...v.items.keys()].concat(missing).sort(compareIds);
+      d.idsKey = key;
     }
-    for (const [key, row] of d.rows) {
-      if (!keep.has(key)) { row.li.remove(); d.rows.delete(key); }
+    return d.ids;
+  }
+
+  /** How many rows the list has now. */
+  function rowCount(v) {
+    if (!v.hasSnapshot) return 0;
+    if (searchText) return v.search ? v.search.results.length : 0;
+    if (v.full) return fullRows(v).length;
+    return v.count ?? 0;
+  }
+
+  /** The list's geometry: [first visible row, rows shown, px the window moves to]. */
+  function geometry(v) {
+    const d = v.dom;
+    const rows = rowCount(v);
+    const view = d.list.clientHeight || 0;
+    const total = rows * ROW_H;
+    const spacerPx = Math.min(total, MAX_SPACER_PX);
+    const top = d.list.scrollTop;
+    // Scaled: the scrollbar's whole travel covers the rows' whole travel.
+    const scale = spacerPx > view && total > spacerPx ? (total - view) / (spacerPx - view) : 1;
+    const virtualTop = Math.min(top * scale, Math.max(0, total - view));
+    const first = Math.min(Math.floor(virtualTop / ROW_H), Math.max(0, rows - 1));
+    const shown = Math.max(0, Math.min(rows - first, Math.ceil(view / ROW_H) + 2));
+    return { rows, spacerPx, first, shown, offsetPx: top - (virtualTop - first * ROW_H) };
+  }
+
+  function visibleRange(v) {
+    if (!v.dom) return [0, 0];
+    const g = geometry(v);
+    return [g.first, g.shown];
+  }
+
+  /** The row at index i: {kind: 'item'|'missing'|'loading', it, id}. */
+  function rowAt(v, i) {
+    if (searchText) return { kind: 'item', it: v.search.results[i] };
+    if (v.full) {
+      const id = fullRows(v)[i];
+      const it = v.items.get(id);
+      return it ? { kind: 'item', it } : { kind: 'missing', id };
     }
-    if (!all.length) {
-      if (!d.empty) { d.empty = el('li', 'items-empty'); d.list.appendChild(d.empty); }
-      d.empty.textContent = v.hasSnapshot ? 'no items' : (v.status === 'live' ? 'loading…' : 'no snapshot yet');
+    const p = usePage(v, Math.floor(i / PAGE_ROWS));
+    const it = p && p.items[i % PAGE_ROWS];
+    return it ? { kind: 'item', it } : { kind: 'loading' };
+  }
+
+  let firstRowsMarked = new Set();
+
+  function renderRows(v) {
+    const d = v.dom;
+    const g = geometry(v);
+    const key = [g.rows, g.first, g.shown, g.offsetPx, v.rev, agreementRev, searchRev,
+      v.search ? v.search.results.length : -1, d.list.clientHeight].join('/');
+    if (key === d.rendered) return;
+    d.rendered = key;
+    d.spacer.style.height = `${g.spacerPx}px`;
+    d.win.style.transform = `translateY(${g.offsetPx}px)`;
+    while (d.rows.length < g.shown) {
+      const row = buildItemRow();
+      d.rows.push(row);
+      d.win.appendChild(row.li);
+    }
+    while (d.rows.length > g.shown) d.rows.pop().li.remove();
+    let items = 0;
+    for (let j = 0; j < g.shown; j++) {
+      const r = rowAt(v, g.first + j);
+      fillRow(d.rows[j], r, r.kind === 'item' && agreement.inflight.has(r.it.id));
+      if (r.kind === 'item') items++;
+    }
+    if (items && !firstRowsMarked.has(v.address) && !searchText) {
+      // For whoever measures the page (the browser test): when this node's rows first showed.
+      firstRowsMarked.add(v.address);
+      performance.mark(`kv first rows ${nodeLabel(v)}`);
+    }
+    d.empty.hidden = g.rows > 0;
+    if (!g.rows) {
+      d.empty.textContent = searchText
+        ? (v.search && !v.search.done ? 'searching…' : 'no matches')
+        : v.hasSnapshot ? 'no items' : (v.status === 'live' || v.status === 'catching-up' ? 'loading…' : 'no snapshot yet');
     }
   }
 
@@ -848,32 +1152,144 @@
     return { li, id, mark, title, ver, sig: '', inflight: null };
   }
 
-  function buildMissingRow(id) {
-    const li = el('li', 'item missing');
-    li.setAttribute('data-missing-id', id);
-    li.title = 'in flight: present on another node, not (yet) on this one';
-    li.append(el('span', 'id', id), el('span', 'mark', '·'), el('span', 'title', 'not on this node'), el('span', 'ver', ''));
-    return { li };
-  }
-
-  function updateItemRow(row, it, inflight) {
-    const s = it.sig;
-    if (row.sig !== s) {
-      row.sig = s;
-      row.li.setAttribute('data-id', it.id);
-      row.li.setAttribute('data-version', it.version === null ? '' : String(it.version));
-      row.li.classList.toggle('done', it.completed);
-      row.id.textContent = it.id;
-      row.mark.textContent = it.completed ? '✓' : '○';
-      row.mark.title = it.completed ? 'completed' : 'not completed';
-      row.title.textContent = it.title;
-      row.ver.textContent = it.version === null ? 'v?' : `v${it.version}`;
+  /** Shows row r (an item, an in-flight id this node lacks, or a row whose page is on its way). */
+  function fillRow(row, r, inflight) {
+    const sig = r.kind === 'item' ? `i${r.it.sig}` : r.kind === 'missing' ? `m${r.id}` : 'l';
+    if (row.sig !== sig) {
+      row.sig = sig;
+      const li = row.li;
+      li.className = 'item';
+      li.removeAttribute('data-id');
+      li.removeAttribute('data-missing-id');
+      li.removeAttribute('data-version');
+      li.title = '';
+      row.inflight = null;
+      if (r.kind === 'item') {
+        const it = r.it;
+        li.setAttribute('data-id', it.id);
+        li.setAttribute('data-version', it.version === null ? '' : String(it.version));
+        li.classList.toggle('done', it.completed);
+        row.id.textContent = it.id;
+        row.mark.textContent = it.completed ? '✓' : '○';
+        row.mark.title = it.completed ? 'completed' : 'not completed';
+        row.title.textContent = it.title;
+        row.title.title = it.title;
+        row.ver.textContent = it.version === null ? 'v?' : `v${it.version}`;
+      } else if (r.kind === 'missing') {
+        li.classList.add('missing');
+        li.setAttribute('data-missing-id', r.id);
+        li.title = 'in flight: present on another node, not (yet) on this one';
+        row.id.textContent = r.id;
+        row.mark.textContent = '·';
+        row.mark.title = '';
+        row.title.textContent = 'not on this node';
+        row.title.title = '';
+        row.ver.textContent = '';
+      } else {
+        li.classList.add('loading');
+        row.id.textContent = '';
+        row.mark.textContent = '';
+        row.mark.title = '';
+        row.title.textContent = 'loading…';
+        row.title.title = '';
+        row.ver.textContent = '';
+      }
     }
-    if (row.inflight !== inflight) {
+    if (r.kind === 'item' && row.inflight !== inflight) {
       row.inflight = inflight;
       row.li.classList.toggle('inflight', inflight);
       row.li.title = inflight ? 'in flight: not identical on every node' : '';
     }
+  }
+
+  // ---------------------------------------------------------------- search
+
+  const searchEl = document.getElementById('search');
+  const searchStatusEl = document.getElementById('search-status');
+  let searchText = '';
+  let searchRev = 0;
+  let searchTimer = null;
+
+  searchEl.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => setSearch(searchEl.value.trim()), SEARCH_DEBOUNCE_MS);
+  });
+  searchEl.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') { clearTimeout(searchTimer); setSearch(searchEl.value.trim()); }
+    if (ev.key === 'Escape') { searchEl.value = ''; clearTimeout(searchTimer); setSearch(''); }
+  });
+
+  function setSearch(text) {
+    if (text === searchText) return;
+    searchText = text;
+    searchRev++;
+    for (const v of nodes.values()) {
+      v.search = null;
+      if (v.dom) v.dom.list.scrollTop = 0;
+      if (searchText && v.hasSnapshot) startSearch(v);
+    }
+    schedule();
+  }
+
+  function startSearch(v) {
+    v.search = { q: searchText, results: [], seen: new Set(), next: '', done: false, scanned: 0, busy: false,
+      error: '' };
+    searchRev++;
+    fetchSearch(v);
+  }
+
+  /** Asks node v for more matches while its list shows fewer than it could and some are left. */
+  function fetchSearch(v) {
+    const s = v.search;
+    if (!s || s.busy || s.done || s.error || s.q !== searchText || !v.http) return;
+    if (s.results.length >= SEARCH_MAX) { s.done = true; return; }
+    const [first, n] = visibleRange(v);
+    if (s.results.length >= first + n + SEARCH_PAGE) return;
+    s.busy = true;
+    const params = { q: s.q, limit: SEARCH_PAGE };
+    if (s.next) params.after = s.next;
+    getItems(v, params)
+      .then((page) => {
+        if (v.search !== s) return;
+        s.busy = false;
+        for (const raw of page.items) {
+          const it = normItem(raw);
+          if (!it.id || it.deleted || s.seen.has(it.id)) continue;
+          s.seen.add(it.id);
+          s.results.push(it);
+        }
+        s.scanned += num(page.scanned) ?? 0;
+        s.next = str(page.next);
+        s.done = !s.next;
+        const c = num(page.count);
+        if (c !== null && !v.full) v.count = c;
+        schedule();
+        fetchSearch(v);
+      })
+      .catch((err) => {
+        if (v.search !== s) return;
+        s.busy = false;
+        s.error = err.message || String(err);
+        schedule();
+      });
+  }
+
+  /** A notified change to a match on show: updated in place, or dropped once deleted. */
+  function applyToSearch(v, it, gone) {
+    const s = v.search;
+    if (!s.seen.has(it.id)) return;
+    const i = s.results.findIndex((x) => x.id === it.id);
+    if (i < 0) return;
+    if (gone) { s.results.splice(i, 1); s.seen.delete(it.id); } else s.results[i] = it;
+  }
+
+  function renderSearchStatus() {
+    if (!searchText) { searchStatusEl.textContent = ''; return; }
+    const views = [...nodes.values()].filter((v) => v.search);
+    const busy = views.some((v) => !v.search.done && !v.search.error);
+    const n = views.reduce((a, v) => a + v.search.results.length, 0);
+    searchStatusEl.textContent = `${plural(n, 'match', 'matches')} for “${searchText}”` +
+      (busy ? ' so far: searching…' : '');
   }
 
   // Retry countdowns in the header and the pills.
