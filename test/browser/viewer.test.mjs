@@ -9,9 +9,13 @@
 // checks that it shows, without reload: agreement; a new item arriving in the feed and in both
 // columns; disagreement with the item in flight while the syncer is stopped; and agreement again
 // once a new syncer is started on the same HTTP port and data dir; a divergence planted in node
-// b's data (test/tools/kvplant) shown red and repaired. It ends with a screenshot
-// (<artifacts>/viewer.png). Every wait has a deadline; a global timeout kills everything this
-// script started (by PID) and exits non-zero.
+// b's data (test/tools/kvplant) shown red and repaired, with a screenshot (<artifacts>/viewer.png).
+// Then a large store: node c filled with a million items (test/tools/kvbulk) behind a syncer of
+// its own; the page must show its first rows, page to the middle and the end, follow a new item
+// and find items by id and title with a bounded DOM and heap. It prints first paint, time to
+// the first rows, heap and DOM figures (printed, not asserted: this is a busy 2-core machine),
+// and a screenshot (<artifacts>/viewer-large.png). Every wait has a deadline; a global timeout
+// kills everything this script started (by PID) and exits non-zero.
 
 import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
@@ -26,7 +30,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 // ------------------------------------------------------------------ arguments
 
 function parseArgs(argv) {
-  const o = { bin: null, artifacts: path.join(here, 'artifacts'), timeout: 120, chromium: '/usr/bin/chromium' };
+  const o = { bin: null, artifacts: path.join(here, 'artifacts'), timeout: 300, chromium: '/usr/bin/chromium' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -52,7 +56,7 @@ function usage(err) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-for (const b of ['kvnode', 'kvsync', 'kvcli']) {
+for (const b of ['kvnode', 'kvsync', 'kvcli', 'test/kvplant', 'test/kvbulk']) {
   const p = path.join(opts.bin, b);
   try {
     fs.accessSync(p, fs.constants.X_OK);
@@ -261,6 +265,178 @@ async function createOnNode1(nodesArg, title) {
   }
 }
 
+// ------------------------------------------------------------------ the large store
+
+const LARGE_ITEMS = Number(process.env.KV_VIEWER_LARGE_ITEMS || 1000000);
+
+function runTool(bin, args, ms) {
+  alive();
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    execFile(path.join(opts.bin, bin), args, { timeout: ms, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${bin} ${args.join(' ')}: ${(stderr || err.message).trim()}`));
+      else resolve({ stdout, ms: Date.now() - started });
+    });
+  });
+}
+
+async function getJson(url, ms = 5000) {
+  const r = await fetch(url, { signal: AbortSignal.timeout(ms) });
+  if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+/** Polls fn (async, truthy when done) every 200 ms until it is, within ms. */
+async function until(what, fn, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    alive();
+    let last;
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (err) {
+      last = err.message;
+    }
+    if (Date.now() > deadline) throw new Error(`waiting for ${what}: not within ${ms} ms (last: ${JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function memoryFigures(cdp) {
+  await cdp.send('HeapProfiler.collectGarbage');
+  const { metrics } = await cdp.send('Performance.getMetrics');
+  const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
+  const dom = await page.evaluate(() => ({
+    elements: document.getElementsByTagName('*').length,
+    rows: document.querySelectorAll('#nodes .items li').length,
+  }));
+  return { heapMB: m.JSHeapUsedSize / 1048576, nodes: m.Nodes, ...dom };
+}
+
+function checkBounds(f, when) {
+  info(`${when}: JS heap ${f.heapMB.toFixed(1)} MB, DOM nodes ${f.nodes} (${f.elements} elements), ` +
+    `${f.rows} item rows in the DOM`);
+  if (f.rows > 300) throw new Error(`${when}: ${f.rows} item rows in the DOM (bound: 300)`);
+  if (f.elements > 5000) throw new Error(`${when}: ${f.elements} elements in the DOM (bound: 5000)`);
+  if (f.heapMB > 100) throw new Error(`${when}: JS heap ${f.heapMB.toFixed(1)} MB (bound: 100 MB)`);
+}
+
+async function largeStore(firstContext, pageErrors) {
+  const N = LARGE_ITEMS;
+  step('large store: stop the small cluster; fill a stopped node c with ' + N + ' items (kvbulk)');
+  await Promise.all(procs.map((p) => p.stop(10000)));
+  await firstContext.close();
+  page = null;
+  const dirC = path.join(tmp, 'node-c');
+  const bulk = await runTool('test/kvbulk', [dirC, 'c', String(N)], 120000);
+  info(`${bulk.stdout.trim()} (${bulk.ms} ms with the process)`);
+
+  step('start kvnode c and a syncer of its own; wait until the syncer has stamped and applied every item');
+  const nc = new Proc('kvnode-c', 'kvnode', ['--name', 'c', '--data', dirC, '--port', '0', '--http-port', '0']);
+  procs.push(nc);
+  const startC = Date.now();
+  const mc = await nc.waitForLine(/^kvnode c ready binary=(\S+) http=(\S+)/, 30000);
+  info(`node c ready in ${Date.now() - startC} ms: binary=${mc[1]} http=${mc[2]} (pid ${nc.pid})`);
+  const syncStart = Date.now();
+  const sc = new Proc('kvsync-c', 'kvsync', ['--nodes', mc[1], '--data', path.join(tmp, 'sync-c'), '--http-port', '0',
+    '--durability', 'async']);
+  procs.push(sc);
+  const msc = await sc.waitForLine(/^kvsync ready nodes=(\S+) http=(\S+)/, 30000);
+  const status = await until('node c synced (no unsynced change, every stamp applied)', async () => {
+    const st = await getJson(`http://${mc[2]}/status`);
+    return st.unsynced === 0 && st.applied_stamp > 0 && st.applied_stamp === st.syncer_stamp && st.items === N ? st : null;
+  }, 120000);
+  const syncMs = Date.now() - syncStart;
+  info(`the syncer took node c's ${status.items} items in ${syncMs} ms (stamp ${status.applied_stamp})`);
+
+  step('open the viewer on the large store; first rows, heap and DOM');
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  page = await context.newPage();
+  page.on('pageerror', (err) => { pageErrors.push(err.message); console.log(`    [page error] ${err.message}`); });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const opened = Date.now();
+  await page.goto(`http://${msc[2]}/`, { waitUntil: 'load', timeout: 15000 });
+  const listSel = `${col('c')} .items`;
+  await waitFor('the first rows of node c', (sel) => !!document.querySelector(`${sel} [data-id]`), listSel, 30000);
+  const seenMs = Date.now() - opened;
+  const marks = await page.evaluate(() => {
+    const paint = Object.fromEntries(performance.getEntriesByType('paint').map((e) => [e.name, e.startTime]));
+    const rows = performance.getEntriesByName('kv first rows c')[0];
+    return { fp: paint['first-paint'], fcp: paint['first-contentful-paint'], rows: rows ? rows.startTime : null };
+  });
+  await waitFor(`node c's item count shown as ${N}`,
+    ([sel, n]) => document.querySelector(sel)?.querySelector('.stats div:nth-child(3) dd')?.textContent === String(n),
+    [col('c'), N]);
+  const first = await memoryFigures(cdp);
+  checkBounds(first, 'after the first rows');
+
+  step('scroll to the middle, then to the end: the pages there are fetched');
+  const scrollTo = (frac) => page.evaluate(([sel, f]) => {
+    const l = document.querySelector(sel);
+    l.scrollTop = f * (l.scrollHeight - l.clientHeight);
+  }, [listSel, frac]);
+  let t = Date.now();
+  await scrollTo(0.5);
+  await waitFor(`rows from the middle of node c (ids near ${N / 2})`,
+    ([sel, n]) => {
+      const ids = [...document.querySelectorAll(`${sel} [data-id]`)].map((e) => parseInt(e.getAttribute('data-id'), 10));
+      return ids.length > 0 && ids.every((x) => Math.abs(x - n / 2) < n / 50);
+    }, [listSel, N], 20000);
+  const middleMs = Date.now() - t;
+  t = Date.now();
+  await scrollTo(1);
+  const lastId = `${N}c`;
+  await waitFor(`the last item ${lastId} shown`, ([sel, id]) => !!document.querySelector(`${sel} [data-id="${id}"]`),
+    [listSel, lastId], 20000);
+  const endMs = Date.now() - t;
+
+  step('create an item on node c with kvcli: the list follows it, and the digests agree');
+  const title = `large store live ${process.pid}`;
+  const id = await createOnNode1(mc[1], title);
+  await waitFor(`${id} shown at the end of node c's list, count ${N + 1}`,
+    ([sel, colSel, i, n]) => !!document.querySelector(`${sel} [data-id="${i}"]`) &&
+      document.querySelector(colSel)?.querySelector('.stats div:nth-child(3) dd')?.textContent === String(n),
+    [listSel, col('c'), id, N + 1], 20000);
+  await bannerIs('agree', 20000);
+  info(`banner: ${await bannerText()}`);
+
+  step('search by id and by title');
+  const search = async (text, wantId) => {
+    const s0 = Date.now();
+    await page.fill('#search', text);
+    await page.press('#search', 'Enter');
+    await waitFor(`search "${text}" shows ${wantId} and nothing else`,
+      ([sel, i]) => {
+        const rows = [...document.querySelectorAll(`${sel} [data-id]`)];
+        return rows.length === 1 && rows[0].getAttribute('data-id') === i;
+      }, [listSel, wantId], 30000);
+    return Date.now() - s0;
+  };
+  const byIdMs = await search(`${Math.round(N * 0.777777)}c`, `${Math.round(N * 0.777777)}c`);
+  const wanted = Math.round(N * 0.654321);
+  const byTitleMs = await search(`BULK ITEM ${wanted}`, `${wanted}c`);
+  await page.fill('#search', '');
+  await page.press('#search', 'Escape');
+  await waitFor('the whole list back after the search', (sel) => document.querySelectorAll(`${sel} [data-id]`).length > 5, listSel);
+  const after = await memoryFigures(cdp);
+  checkBounds(after, 'after scrolling and searching');
+  if (pageErrors.length) throw new Error(`uncaught errors in the page: ${pageErrors.join('; ')}`);
+
+  fs.mkdirSync(opts.artifacts, { recursive: true });
+  const shot = path.join(opts.artifacts, 'viewer-large.png');
+  await page.screenshot({ path: shot });
+  info(`saved ${shot}`);
+  const ms = (x) => (x === null || x === undefined ? '?' : `${Math.round(x)} ms`);
+  console.log(`[${elapsed()}] large store figures (${N} items, node c): populate ${bulk.ms} ms (kvbulk) + ` +
+    `${syncMs} ms (syncer stamping and applying them); first paint ${ms(marks.fp)}, first contentful paint ` +
+    `${ms(marks.fcp)}, first rows ${ms(marks.rows)} (seen by the test ${seenMs} ms after opening); ` +
+    `JS heap ${first.heapMB.toFixed(1)} MB, DOM nodes ${first.nodes}, item rows ${first.rows} ` +
+    `(after scrolling and searching: ${after.heapMB.toFixed(1)} MB, ${after.nodes} nodes, ${after.rows} rows); ` +
+    `middle ${middleMs} ms, end ${endMs} ms; search by id ${byIdMs} ms, by title ${byTitleMs} ms`);
+}
+
 // ------------------------------------------------------------------ the test
 
 async function main() {
@@ -418,6 +594,8 @@ async function main() {
   const shot = path.join(opts.artifacts, 'viewer.png');
   await page.screenshot({ path: shot });
   info(`saved ${shot}`);
+
+  await largeStore(context, pageErrors);
 
   step('stop everything');
   await cleanup();

@@ -5,8 +5,8 @@
 // million items, which kvcli would take minutes to create.
 //
 //   kvbulk DATA_DIR NAME COUNT     item k (1..COUNT) gets id "<k><NAME>" in a new directory and
-//                                  the title "bulk item <k>"; exit 0 once all are on disk,
-//                                  1 with a sentence on stderr otherwise
+//                                  the title "bulk item <k>"; exit 0 once all are written (not
+//                                  fsynced: a test's scratch data), 1 with a sentence on stderr
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     kv::node::StoreOptions options;
     options.dir = argv[1];
     options.name = argv[2];
-    options.sync_writes = false;       // one flush at the end makes it all durable
+    options.sync_writes = false;       // scratch data: written, never fsynced
     options.background_commit = true;  // group commit: the writer thread batches the creates
     kv::node::Store store(std::move(options));
     // Bounds what waits in the committer's queue (memory), and keeps the writer busy.
