@@ -309,6 +309,30 @@ BOOST_AUTO_TEST_CASE(list_pages_through_every_live_item_in_id_order) {
   BOOST_TEST((std::find(seen.begin(), seen.end(), "7a") == seen.end()));
 }
 
+BOOST_AUTO_TEST_CASE(walk_live_hands_out_live_items_in_id_order_until_told_to_stop) {
+  test::TempDir dir;
+  Store s({dir / "a", "a"});
+  for (int i = 1; i <= 12; ++i) ok(s.create("item " + std::to_string(i)));
+  ok(s.remove("3a"));
+  std::vector<std::string> ids, titles;
+  s.walk_live("", [&](std::string_view id, std::string_view title) {
+    ids.emplace_back(id);
+    titles.emplace_back(title);
+    return true;
+  });
+  BOOST_TEST_REQUIRE(ids.size() == 11u);  // not the deleted 3a
+  BOOST_TEST(ids[2] == "4a");
+  BOOST_TEST(titles[2] == "item 4");
+  BOOST_TEST(ids[8] == "10a");  // numeric order
+  // After an id (exclusive), and stopping when the visitor says so.
+  ids.clear();
+  s.walk_live("9a", [&](std::string_view id, std::string_view) {
+    ids.emplace_back(id);
+    return ids.size() < 2;
+  });
+  BOOST_TEST((ids == std::vector<std::string>{"10a", "11a"}));
+}
+
 BOOST_AUTO_TEST_CASE(background_commits_are_acknowledged_announced_and_fetched_once_durable) {
   test::TempDir dir;
   Store s({dir / "a", "a", /*sync_writes=*/true, /*background_commit=*/true});

@@ -229,6 +229,41 @@ BOOST_AUTO_TEST_CASE(healthz_and_the_http_pages_answer_with_clear_statuses) {
   BOOST_TEST(items.at("node").as_string() == "a");
   BOOST_TEST(items.at("items").at(0).at("title").as_string() == "snap");
   BOOST_TEST(!items.at("truncated").as_bool());
+  BOOST_TEST(items.at("next").as_string() == "");
+  BOOST_TEST(items.at("count").as_int64() == 1);
+
+  // Pages by id or position, and a search (docs/protocol.md, "/items: pages and search").
+  for (int i = 0; i < 4; ++i) {
+    BOOST_TEST_REQUIRE(c.cli({"--route", "1", "create", "Paged " + std::to_string(i)}).code == 0);
+  }
+  const auto items_of = [&](const std::string& target) {
+    r = http_get(c.node(0).http_port, target);
+    BOOST_TEST_REQUIRE(r.status == 200, target << ": " << r.body);
+    return json::parse(r.body).as_object();
+  };
+  items = items_of("/items?limit=2");
+  BOOST_TEST(items.at("count").as_int64() == 5);
+  BOOST_TEST_REQUIRE(items.at("items").as_array().size() == 2u);
+  BOOST_TEST(items.at("next").as_string() == "2a");
+  items = items_of("/items?after=2a&limit=10");
+  BOOST_TEST(items.at("items").as_array().size() == 3u);
+  BOOST_TEST(items.at("next").as_string() == "");
+  items = items_of("/items?offset=4&limit=10");
+  BOOST_TEST_REQUIRE(items.at("items").as_array().size() == 1u);
+  BOOST_TEST(items.at("items").at(0).at("id").as_string() == "5a");
+  items = items_of("/items?q=PAGED%202");  // a title, without case
+  BOOST_TEST_REQUIRE(items.at("items").as_array().size() == 1u);
+  BOOST_TEST(items.at("items").at(0).at("title").as_string() == "Paged 2");
+  BOOST_TEST(items.at("scanned").as_int64() == 5);
+  BOOST_TEST(items.at("next").as_string() == "");
+  items = items_of("/items?q=4A");  // an id prefix
+  BOOST_TEST_REQUIRE(items.at("items").as_array().size() == 1u);
+  BOOST_TEST(items.at("items").at(0).at("id").as_string() == "4a");
+  r = http_get(c.node(0).http_port, "/items?limit=0");
+  BOOST_TEST(r.status == 400);
+  BOOST_TEST(r.body.find("limit must be between 1 and 5000") != std::string::npos);
+  BOOST_TEST(http_get(c.node(0).http_port, "/items?offset=1&after=1a").status == 400);
+  BOOST_TEST(http_get(c.node(0).http_port, "/items?q=").status == 400);
 
   // A syncer that cannot reach every node is not ready, and says why.
   c.stop_node(1);
