@@ -42,7 +42,6 @@ struct Seen {
   bool operator==(const Seen&) const = default;
 };
 
-
 std::string show(const std::vector<Seen>& v) {
   std::string out;
   for (const auto& s : v) {
@@ -192,7 +191,8 @@ BOOST_AUTO_TEST_CASE(the_answers_do_not_depend_on_where_the_bytes_are_split) {
     Node node;
     const Run run = drive(bytes, {cut}, with_secret(), node);
     const auto seen = decode_all(run.out, kScript);
-    BOOST_TEST(seen == want, "split at byte " << cut << ": " << show(seen) << " not " << show(want));
+    BOOST_TEST(seen == want,
+               "split at byte " << cut << ": " << show(seen) << " not " << show(want));
     BOOST_TEST(run.notices == 1, "split at byte " << cut);
     BOOST_TEST(!run.closed);
   }

@@ -397,9 +397,13 @@ BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_dropped_and_the_node_goe
 }
 
 namespace {
-// Reads one server-to-client WebSocket text frame (unmasked, not fragmented) from a blocking
-// socket whose reads time out; empty on timeout or close.
-std::string read_ws_text(int fd, std::string& buf) {
+struct WsFrame {
+  int opcode = 0;  // 1 text, 8 close
+  std::string payload;
+};
+// Reads one server-to-client WebSocket frame (unmasked, not fragmented) from a blocking socket
+// whose reads time out; nullopt on timeout or close. `buf` keeps what was read past it.
+std::optional<WsFrame> read_ws_frame(int fd, std::string& buf) {
   char tmp[4096];
   for (int reads = 0; reads < 1000; ++reads) {
     if (buf.size() >= 2) {
@@ -413,16 +417,22 @@ std::string read_ws_text(int fd, std::string& buf) {
                   : 0;
       }
       if (short_len < 127 && buf.size() >= head && buf.size() >= head + len) {
-        std::string payload = buf.substr(head, len);
+        WsFrame f{static_cast<unsigned char>(buf[0]) & 0x0F, buf.substr(head, len)};
         buf.erase(0, head + len);
-        return payload;
+        return f;
       }
     }
     const ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n <= 0) return {};
+    if (n <= 0) return std::nullopt;
     buf.append(tmp, n);
   }
-  return {};
+  return std::nullopt;
+}
+
+// The next frame's payload; empty on timeout or close.
+std::string read_ws_text(int fd, std::string& buf) {
+  auto f = read_ws_frame(fd, buf);
+  return f ? f->payload : std::string();
 }
 }  // namespace
 
@@ -449,29 +459,10 @@ namespace {
 // Reads WebSocket frames from the server on `fd` (text frames skipped) until a close frame;
 // returns its payload (be16 code, then the reason), or nullopt if the connection ended first.
 std::optional<std::string> read_close_frame(int fd, std::string pending) {
-  for (int reads = 0; reads < 1000;) {
-    if (pending.size() >= 2) {
-      const auto b1 = static_cast<std::uint8_t>(pending[1]) & 0x7f;
-      std::size_t head = 2, len = b1;
-      if (b1 == 126 && pending.size() >= 4) {
-        head = 4;
-        len = (std::size_t(std::uint8_t(pending[2])) << 8) | std::uint8_t(pending[3]);
-      } else if (b1 == 127 && pending.size() >= 10) {
-        head = 10;
-        len = 0;
-        for (int i = 2; i < 10; ++i) len = (len << 8) | std::uint8_t(pending[i]);
-      }
-      const bool sized = b1 < 126 || (b1 == 126 && pending.size() >= 4) || pending.size() >= 10;
-      if (sized && pending.size() >= head + len) {
-        const auto opcode = static_cast<std::uint8_t>(pending[0]) & 0x0f;
-        std::string payload = pending.substr(head, len);
-        pending.erase(0, head + len);
-        if (opcode == 0x8) return payload;
-        continue;
-      }
-    }
-    ++reads;
-    if (read_some(fd, pending) != ReadResult::kData) return std::nullopt;
+  for (int frames = 0; frames < 1000; ++frames) {
+    auto f = read_ws_frame(fd, pending);
+    if (!f) return std::nullopt;
+    if (f->opcode == 0x8) return f->payload;
   }
   return std::nullopt;
 }

@@ -225,7 +225,9 @@ asio::awaitable<void> refuse_plain(asio::ip::tcp::socket& socket, std::string_vi
 
 asio::awaitable<bool> turn_away_plain(asio::ip::tcp::socket& socket, std::string_view answer,
                                       std::chrono::steady_clock::time_point deadline) {
-  if (!co_await plain_client(socket, deadline)) co_return false;
+  // (A statement of its own: GCC 12 miscompiles a co_await inside an if condition here.)
+  const bool plain = co_await plain_client(socket, deadline);
+  if (!plain) co_return false;
   co_await refuse_plain(socket, answer, deadline);
   co_return true;
 }

@@ -88,6 +88,10 @@ class Hub {
   // Closes every subscription with `reason` (WebSocket close code 1001, going away) once the
   // message being written is out; later publishes reach none of them.
   void close_all(std::string_view reason);
+  // close_all(reason), then returns once every subscriber has left (answered its close) or
+  // `grace` has passed: the first step of a server's shutdown.
+  boost::asio::awaitable<void> close_all_and_wait(std::string reason,
+                                                  std::chrono::milliseconds grace);
 
  private:
   friend class HubMembership;  // a WebSocket session's place in the hub (web_server.cpp)
@@ -98,8 +102,8 @@ class Hub {
 // Serves HTTP/1.1 on `acceptor` until it is closed or the coroutine is cancelled: over TLS
 // (https, wss) with a server context (tls::server_context), each handshake within
 // limits.request_timeout; plain HTTP without one.
-// With a `stopper`, its stop() ends the HTTP connections (WebSocket subscriptions end through
-// Hub::close_all instead).
+// With a `stopper`, its stop() ends every connection; a shutdown closes the WebSocket
+// subscriptions first (Hub::close_all_and_wait), so that they learn why.
 boost::asio::awaitable<void> serve(boost::asio::ip::tcp::acceptor& acceptor, Hub& hub,
                                    Routes routes, Limits limits,
                                    std::shared_ptr<tls::Context> tls = nullptr,

@@ -165,7 +165,10 @@ asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch
 asio::awaitable<Answer> execute(Store& store, CommitWatch& commits, const BinaryOptions& options,
                                 proto::Request& req) {
   if (auto* w = std::get_if<proto::msg::Wait>(&req)) {
-    co_return Answer{co_await wait_session(store, commits, *w), {}};
+    // (GCC 12 miscompiles a co_await inside a braced initializer: keep them apart.)
+    Answer waited;
+    waited.response = co_await wait_session(store, commits, *w);
+    co_return waited;
   }
   ServerFacts facts{options.http_port, 0};
   if (options.subscribers && std::holds_alternative<proto::msg::Status>(req)) {
@@ -249,7 +252,8 @@ asio::awaitable<void> run_connection(tcp::socket socket, Store& store, CommitWat
   const auto until = std::chrono::steady_clock::now() + options.handshake_timeout;
   // A frame starts with a zero byte, a TLS handshake never does: answer in TLS, which
   // NodeClient turns into "the server speaks TLS: connect with --tls-ca FILE".
-  if (co_await tls::turn_away_plain(socket, tls::kAlertRecord, until)) {
+  const bool turned_away = co_await tls::turn_away_plain(socket, tls::kAlertRecord, until);
+  if (turned_away) {
     KV_LOG(info) << "refused a plain-TCP connection from " << peer << " (this port speaks TLS)";
     metrics.tls_failed();
     co_return;
@@ -303,12 +307,12 @@ asio::awaitable<void> serve_binary(tcp::acceptor& acceptor, Store& store, Commit
     options.metrics->gauge("kv_binary_connections", "Binary connections open", {},
                            [open = listen.open] { return static_cast<double>(*open); });
   }
-  co_await net::accept_connections(acceptor, std::move(listen),
-                                   [&store, &commits, options = std::move(options),
-                                    metrics](tcp::socket socket) -> asio::awaitable<void> {
-                                     co_await run_connection(std::move(socket), store, commits,
-                                                             options, *metrics);
-                                   });
+  // (Built before the co_await: GCC 12 destroys a lambda temporary in a co_await twice.)
+  net::Connection serve = [&store, &commits, options = std::move(options),
+                           metrics](tcp::socket socket) -> asio::awaitable<void> {
+    co_await run_connection(std::move(socket), store, commits, options, *metrics);
+  };
+  co_await net::accept_connections(acceptor, std::move(listen), std::move(serve));
 }
 
 }  // namespace kv::node

@@ -244,14 +244,22 @@ int run(Config& c) {
       binary.close(ignored);
       web.close(ignored);
       ticker.cancel();
-      hub.close_all("kvnode " + name + " is shutting down");
-      stopper.stop([&] { last_resort.cancel(); });
+      // Subscribers first, so that they learn why; then whatever is left is cancelled.
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            co_await hub.close_all_and_wait("kvnode " + name + " is shutting down",
+                                            std::chrono::seconds(2));
+            stopper.stop([&] { last_resort.cancel(); });
+          },
+          asio::detached);
       // A subscriber that never answers its close is given up on.
       last_resort.expires_after(std::chrono::seconds(5));
       last_resort.async_wait([&](const boost::system::error_code& ec2) {
         if (ec2) return;
-        KV_LOG(warning) << "stopping with " << stopper.running()
-                        << " connections that did not end within 5 s";
+        KV_LOG(warning) << "stopping with " << stopper.running() << " connections ("
+                        << hub.subscribers()
+                        << " of them WebSocket subscribers) that did not end within 5 s";
         io.stop();
       });
     });

@@ -8,9 +8,6 @@
 
 namespace kv::node {
 namespace {
-std::span<const std::uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
 constexpr std::uint8_t kCompleted = 0x01;
 constexpr std::uint8_t kDeleted = 0x02;
 }  // namespace

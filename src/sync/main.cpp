@@ -2,6 +2,7 @@
 // says there are some, stamps them with the syncer's own version, and fans them out to every
 // node. See docs/sync.md.
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
@@ -207,11 +208,17 @@ int run(Config& c) {
       boost::system::error_code ignored;
       web.close(ignored);
       syncer.stop();
-      hub.close_all("kvsync is shutting down");
-      stopper.stop([&] {
-        connections_ended = true;
-        maybe_ended();
-      });
+      // Viewers first, so that they learn why; then whatever is left is cancelled.
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            co_await hub.close_all_and_wait("kvsync is shutting down", std::chrono::seconds(2));
+            stopper.stop([&] {
+              connections_ended = true;
+              maybe_ended();
+            });
+          },
+          asio::detached);
       // A connect in progress ends at its deadline; a viewer that never answers its close is
       // given up on.
       last_resort.expires_after(options.call_timeout + std::chrono::seconds(1));

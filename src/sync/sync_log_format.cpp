@@ -13,7 +13,7 @@ constexpr std::uint8_t kEntryFormat = 1;
 constexpr std::uint8_t kMetaFormat = 2;
 
 proto::Reader reader(std::string_view bytes) {
-  return proto::Reader({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+  return proto::Reader(bytes_of(bytes));
 }
 }  // namespace
 
@@ -126,7 +126,7 @@ std::optional<HistoryRecord> decode_history(std::string_view key, std::string_vi
   if (key.size() < kHistoryPrefix.size() + 1 + 8 || !key.starts_with(kHistoryPrefix)) {
     return std::nullopt;
   }
-  proto::Reader r({reinterpret_cast<const std::uint8_t*>(value.data()), value.size()});
+  proto::Reader r = reader(value);
   HistoryRecord h;
   h.cursor = r.varint();
   if (!r.done()) return std::nullopt;

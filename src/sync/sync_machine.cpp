@@ -44,25 +44,42 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
     }
   }
   if (rebuild_ || needs_rebuild(st)) {
-    if (!rebuild_) {
-      verdict.warnings.push_back(
-          "node " + st.name + " holds stamps up to " + std::to_string(st.applied_stamp) +
-          " that the syncer's log (at stamp " + std::to_string(log_.counter()) +
-          (log_.fresh() ? ", new" : "") +
-          ") does not know: the log was lost or replaced; rebuilding it from every configured "
-          "node before stamping anything");
-      start_rebuild();
-    }
-    auto& v = link.view;
-    take_status(link, st);
-    if (v.ever_up) ++v.reconnects;
-    v.ever_up = true;
-    link.backoff = options_.backoff_initial;
-    link.fetch_in_flight = link.apply_in_flight = false;
-    reset_gathering(link);
+    gather_for_rebuild(link, st, verdict);
     return verdict;
   }
-  bool reset = false, rebirth = false;
+  Admission a = admit(link.view.address, st, verdict);
+  if (a.refused) return refuse(std::move(*a.refused));
+  start_link(link, st, a, verdict);
+  return verdict;
+}
+
+// The log cannot vouch for what the nodes hold (lost, replaced, or older than they are): it
+// stamps nothing while it gathers every node's stamped values to rebuild itself.
+void SyncMachine::gather_for_rebuild(Link& link, const NodeStatus& st, StatusVerdict& verdict) {
+  if (!rebuild_) {
+    verdict.warnings.push_back(
+        "node " + st.name + " holds stamps up to " + std::to_string(st.applied_stamp) +
+        " that the syncer's log (at stamp " + std::to_string(log_.counter()) +
+        (log_.fresh() ? ", new" : "") +
+        ") does not know: the log was lost or replaced; rebuilding it from every configured "
+        "node before stamping anything");
+    start_rebuild();
+  }
+  auto& v = link.view;
+  take_status(link, st);
+  if (v.ever_up) ++v.reconnects;
+  v.ever_up = true;
+  link.backoff = options_.backoff_initial;
+  link.fetch_in_flight = link.apply_in_flight = false;
+  reset_gathering(link);
+}
+
+// Which life of which node this is, by the log's node records: a known data directory (maybe an
+// older copy, or forgotten and back), an unknown one under a known name (refused), one from
+// another log (refused), or a new node.
+SyncMachine::Admission SyncMachine::admit(const std::string& address, const NodeStatus& st,
+                                          StatusVerdict& verdict) {
+  Admission a;
   const auto rec = log_.node(st.name);
   const bool retired = rec && std::find(rec->retired.begin(), rec->retired.end(), st.incarnation) !=
                                   rec->retired.end();
@@ -75,7 +92,7 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
       // log; those changes are checked against the log as they are fetched.
       verdict.warnings.push_back("node " + st.name + " was forgotten and comes back: full resync");
       log_.readmit(st.name);
-      reset = true;
+      a.reset = true;
     }
     if (retired) {
       // A copy from an earlier life of this node, which it left when it was restored before:
@@ -84,7 +101,7 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
                                  " was restored from a copy of an earlier life of its data "
                                  "directory; it takes a new incarnation and gets everything "
                                  "again from the log");
-      rebirth = reset = true;
+      a.rebirth = a.reset = true;
     } else if (st.seq < rec->cursor) {
       // Its sequence went back: the directory was restored from an older copy. The changes it
       // holds are in the log already (or older than what is), and new ones would reuse
@@ -95,38 +112,46 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
           ": its data directory was restored from an older copy; it takes a new incarnation "
           "and gets everything again from the log (what it changed after that copy was taken "
           "and the log never received is gone)");
-      rebirth = reset = true;
+      a.rebirth = a.reset = true;
     }
   } else if (rec && !rec->forgotten) {
     // Another data directory under a known name: a wiped node, or a second node given the
     // same name. Which one only the operator knows (issue 10, "operator paths").
-    return refuse(
-        "node " + st.name + " at " + link.view.address +
-        " has a data directory the syncer's log does not know (incarnation " +
-        std::to_string(st.incarnation) + ", the log knows " + std::to_string(rec->incarnation) +
-        "); if its data directory was wiped or replaced on purpose, run `kvsync "
-        "forget-node " +
-        st.name + " --data DIR` with kvsync stopped (or start kvsync with --forget-node " +
-        st.name +
-        "), and it is resynced from scratch; if it is another node, give "
-        "it another name");
+    a.refused = "node " + st.name + " at " + address +
+                " has a data directory the syncer's log does not know (incarnation " +
+                std::to_string(st.incarnation) + ", the log knows " +
+                std::to_string(rec->incarnation) +
+                "); if its data directory was wiped or replaced on purpose, run `kvsync "
+                "forget-node " +
+                st.name + " --data DIR` with kvsync stopped (or start kvsync with --forget-node " +
+                st.name +
+                "), and it is resynced from scratch; if it is another node, give "
+                "it another name";
   } else if (st.log_id != 0 && st.log_id != log_.log_id() && st.log_id != log_.rebuild_id()) {
-    return refuse("node " + st.name + " at " + link.view.address +
-                  " holds changes stamped by another syncer log; if it belongs to this "
-                  "cluster, wipe its data directory (its changes that were never synced are "
-                  "lost) and start it again");
+    a.refused = "node " + st.name + " at " + address +
+                " holds changes stamped by another syncer log; if it belongs to this "
+                "cluster, wipe its data directory (its changes that were never synced are "
+                "lost) and start it again";
   } else {
     // A new node, or a new data directory under a forgotten name.
     if (has_history) {
       verdict.warnings.push_back("node " + st.name +
                                  " holds changes the log does not know of it: full resync");
-      reset = true;
+      a.reset = true;
     }
     log_.admit(st.name, st.incarnation, st.applied_stamp, st.synced_upto);
   }
+  return a;
+}
+
+// A node admitted: its link starts (over) from what it reported.
+void SyncMachine::start_link(Link& link, const NodeStatus& st, Admission a,
+                             StatusVerdict& verdict) {
   // A node that applied stamps this log never issued means the log was replaced: never hand
   // those stamps out again.
   log_.observe_stamp(st.applied_stamp);
+  bool reset = a.reset;
+  const bool rebirth = a.rebirth;
   if (st.applied_stamp < log_.purged_upto() && !reset) {
     // It may hold items whose tombstones are compacted away (even at applied stamp 0: a copy
     // taken before it applied anything holds its own items): send everything again.
@@ -161,7 +186,6 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
       for (auto& l : links_) l.fetch_wanted = true;
     }
   }
-  return verdict;
 }
 
 bool SyncMachine::marks_settled() const {

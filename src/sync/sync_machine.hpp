@@ -156,10 +156,19 @@ class SyncMachine {
   std::uint64_t cursor_of(const Link& l) const;
   std::size_t compact();
   void check_digest(Link& link, const proto::msg::Applied& applied, AppliedOutcome& out);
+  void take_status(Link& link, const NodeStatus& st);
   // Whether this node's status shows that the log cannot vouch for it: it applied stamps the
   // log never issued, or holds a history this fresh log does not know.
-  void take_status(Link& link, const NodeStatus& st);
   bool needs_rebuild(const NodeStatus& st) const;
+  // on_status, step by step.
+  struct Admission {
+    bool reset = false;    // a full resync
+    bool rebirth = false;  // with a new incarnation (an older copy of the node)
+    std::optional<std::string> refused;
+  };
+  void gather_for_rebuild(Link& link, const NodeStatus& st, StatusVerdict& verdict);
+  Admission admit(const std::string& address, const NodeStatus& st, StatusVerdict& verdict);
+  void start_link(Link& link, const NodeStatus& st, Admission a, StatusVerdict& verdict);
   void start_rebuild();
   void reset_gathering(Link& l);
   std::optional<std::string> finish_rebuild();

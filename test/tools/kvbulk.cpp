@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
       if (k % kFlushEvery == 0 || k == count) {
         store.flush();
         store.poll_commits();
-        if (store.failed(store.last_ticket())) {
-          std::cerr << "kvbulk: " << store.storage_error().message << "\n";
+        if (const auto failed = store.outcome(store.last_commit())) {
+          std::cerr << "kvbulk: " << failed->message << "\n";
           return 1;
         }
       }
