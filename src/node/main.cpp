@@ -1,10 +1,8 @@
 // kvnode: a data node. Serves the binary protocol and WebSocket notifications over one
 // io_context thread; see docs/protocol.md and docs/storage.md.
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 
@@ -18,6 +16,7 @@
 #include "core/notification.hpp"
 #include "core/secret.hpp"
 #include "net/listener.hpp"
+#include "net/shutdown.hpp"
 #include "net/tls.hpp"
 #include "net/web_server.hpp"
 #include "node/binary_server.hpp"
@@ -233,36 +232,17 @@ int run(Config& c) {
     };
     tick();
 
-    // SIGTERM or Ctrl-C: no new connections, every connection cancelled, every WebSocket
-    // subscriber closed with a reason; run() returns once all of them have ended.
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    asio::steady_timer last_resort(io);
-    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-      if (ec) return;
-      KV_LOG(info) << "signal " << sig << ": shutting down";
-      boost::system::error_code ignored;
-      binary.close(ignored);
-      web.close(ignored);
-      ticker.cancel();
-      // Subscribers first, so that they learn why; then whatever is left is cancelled.
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            co_await hub.close_all_and_wait("kvnode " + name + " is shutting down",
-                                            std::chrono::seconds(2));
-            stopper.stop([&] { last_resort.cancel(); });
-          },
-          asio::detached);
-      // A subscriber that never answers its close is given up on.
-      last_resort.expires_after(std::chrono::seconds(5));
-      last_resort.async_wait([&](const boost::system::error_code& ec2) {
-        if (ec2) return;
-        KV_LOG(warning) << "stopping with " << stopper.running() << " connections ("
-                        << hub.subscribers()
-                        << " of them WebSocket subscribers) that did not end within 5 s";
-        io.stop();
-      });
-    });
+    // SIGTERM or Ctrl-C: no new connections, every WebSocket subscriber closed with a reason,
+    // every connection cancelled; run() returns once all of them have ended.
+    kv::net::Shutdown shutdown(io, hub, stopper);
+    shutdown.on_signal(
+        [&] {
+          boost::system::error_code ignored;
+          binary.close(ignored);
+          web.close(ignored);
+          ticker.cancel();
+        },
+        "kvnode " + name + " is shutting down");
 
     const auto s = store.status();
     if (secret.empty()) {

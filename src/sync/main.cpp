@@ -2,9 +2,7 @@
 // says there are some, stamps them with the syncer's own version, and fans them out to every
 // node. See docs/sync.md.
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 
 #include <iostream>
@@ -18,6 +16,7 @@
 #include "core/secret.hpp"
 #include "net/listener.hpp"
 #include "net/node_client.hpp"
+#include "net/shutdown.hpp"
 #include "net/tls.hpp"
 #include "net/web_server.hpp"
 #include "sync/http_api.hpp"
@@ -186,49 +185,24 @@ int run(Config& c) {
         rethrow);
     // The viewer works from the start; "ready" follows once every node has been reached.
     std::cout << "kvsync serving http=" << web.local_endpoint() << std::endl;
-    asio::steady_timer last_resort(io);
-    bool links_ended = false, connections_ended = false;
-    const auto maybe_ended = [&] {
-      if (links_ended && connections_ended) last_resort.cancel();
-    };
+    // SIGTERM or Ctrl-C: no new connections, the node links closed, every viewer closed with a
+    // reason, every HTTP connection cancelled; run() returns once all have ended.
+    kv::net::Shutdown shutdown(io, hub, stopper);
+    auto links_ended = shutdown.also_wait();
     asio::co_spawn(io, syncer.run([&] {
       std::cout << "kvsync ready nodes=" << nodes << " http=" << web.local_endpoint() << std::endl;
     }),
                    [&](std::exception_ptr e) {
-                     links_ended = true;
-                     maybe_ended();
+                     links_ended();
                      if (e) std::rethrow_exception(e);
                    });
-    // SIGTERM or Ctrl-C: no new connections, the node links closed, every HTTP connection
-    // cancelled and every viewer closed with a reason; run() returns once all have ended.
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-      if (ec) return;
-      KV_LOG(info) << "signal " << sig << ": shutting down";
-      boost::system::error_code ignored;
-      web.close(ignored);
-      syncer.stop();
-      // Viewers first, so that they learn why; then whatever is left is cancelled.
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            co_await hub.close_all_and_wait("kvsync is shutting down", std::chrono::seconds(2));
-            stopper.stop([&] {
-              connections_ended = true;
-              maybe_ended();
-            });
-          },
-          asio::detached);
-      // A connect in progress ends at its deadline; a viewer that never answers its close is
-      // given up on.
-      last_resort.expires_after(options.call_timeout + std::chrono::seconds(1));
-      last_resort.async_wait([&](const boost::system::error_code& ec2) {
-        if (ec2) return;
-        KV_LOG(warning) << "stopping with " << stopper.running()
-                        << " connections that did not end in time";
-        io.stop();
-      });
-    });
+    shutdown.on_signal(
+        [&] {
+          boost::system::error_code ignored;
+          web.close(ignored);
+          syncer.stop();  // a connect in progress ends at its deadline
+        },
+        "kvsync is shutting down", options.call_timeout + std::chrono::seconds(1));
     io.run();
     KV_LOG(info) << "syncer stopped";
     return 0;
