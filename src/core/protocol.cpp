@@ -4,6 +4,37 @@
 
 namespace kv::proto {
 
+std::string_view to_string(MsgType t) {
+  switch (t) {
+    case MsgType::kPing:
+      return "ping";
+    case MsgType::kStatus:
+      return "status";
+    case MsgType::kAuth:
+      return "auth";
+    case MsgType::kCreate:
+      return "create";
+    case MsgType::kGet:
+      return "get";
+    case MsgType::kList:
+      return "list";
+    case MsgType::kUpdate:
+      return "update";
+    case MsgType::kDelete:
+      return "delete";
+    case MsgType::kWait:
+      return "wait";
+    case MsgType::kFetch:
+      return "fetch";
+    case MsgType::kApply:
+      return "apply";
+    case MsgType::kDump:
+      return "dump";
+    default:
+      return "unknown";
+  }
+}
+
 std::string_view to_string(ErrorCode code) {
   switch (code) {
     case ErrorCode::kBadFrame:
@@ -41,8 +72,6 @@ void store_be32(std::string& out, std::uint32_t v) {
   out.push_back(static_cast<char>(v >> 8));
   out.push_back(static_cast<char>(v));
 }
-constexpr std::uint8_t kFlagCompleted = 0x01;
-constexpr std::uint8_t kFlagDeleted = 0x02;
 constexpr std::uint8_t kFlagHasCompleted = 0x01;  // UPDATE field mask
 constexpr std::uint8_t kFlagHasTitle = 0x02;
 }  // namespace
@@ -100,7 +129,7 @@ void Writer::str(std::string_view s) {
 void Writer::item(const Item& item) {
   str(item.id);
   str(item.title);
-  u8((item.completed ? kFlagCompleted : 0) | (item.deleted ? kFlagDeleted : 0));
+  u8((item.completed ? kItemCompleted : 0) | (item.deleted ? kItemDeleted : 0));
   varint(item.version);
 }
 
@@ -148,9 +177,9 @@ Item Reader::item() {
   it.id = str(kMaxIdBytes);
   it.title = str(kMaxTitleBytes);
   const std::uint8_t flags = u8();
-  if (flags & ~(kFlagCompleted | kFlagDeleted)) ok_ = false;
-  it.completed = flags & kFlagCompleted;
-  it.deleted = flags & kFlagDeleted;
+  if (flags & ~(kItemCompleted | kItemDeleted)) ok_ = false;
+  it.completed = flags & kItemCompleted;
+  it.deleted = flags & kItemDeleted;
   it.version = varint();
   return it;
 }

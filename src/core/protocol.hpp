@@ -81,6 +81,11 @@ enum class ErrorCode : std::uint16_t {
 };
 
 std::string_view to_string(ErrorCode code);
+std::string_view to_string(MsgType type);  // "ping", "create", ...: metrics labels
+
+// An item's flags byte, the same on the wire (Writer::item) and on disk (the node's records).
+inline constexpr std::uint8_t kItemCompleted = 0x01;
+inline constexpr std::uint8_t kItemDeleted = 0x02;
 
 // ---- Frame decoding -----------------------------------------------------------------------------
 struct FrameView {

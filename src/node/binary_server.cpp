@@ -35,37 +35,6 @@ namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-std::string_view type_name(proto::MsgType t) {
-  switch (t) {
-    case proto::MsgType::kPing:
-      return "ping";
-    case proto::MsgType::kStatus:
-      return "status";
-    case proto::MsgType::kAuth:
-      return "auth";
-    case proto::MsgType::kCreate:
-      return "create";
-    case proto::MsgType::kGet:
-      return "get";
-    case proto::MsgType::kList:
-      return "list";
-    case proto::MsgType::kUpdate:
-      return "update";
-    case proto::MsgType::kDelete:
-      return "delete";
-    case proto::MsgType::kWait:
-      return "wait";
-    case proto::MsgType::kFetch:
-      return "fetch";
-    case proto::MsgType::kApply:
-      return "apply";
-    case proto::MsgType::kDump:
-      return "dump";
-    default:
-      return "unknown";
-  }
-}
-
 // The binary server's metrics, looked up once per request type rather than per request.
 class ServerMetrics {
  public:
@@ -96,7 +65,7 @@ class ServerMetrics {
     if (!registry_) return;
     auto& slot = slots_[static_cast<std::uint8_t>(type)];
     if (!slot.ok) {
-      const std::string name(type_name(type));
+      const std::string name(proto::to_string(type));
       slot.ok = &registry_->counter("kv_requests_total", "Binary requests by type and outcome",
                                     {{"type", name}, {"outcome", "ok"}});
       slot.error = &registry_->counter("kv_requests_total", "Binary requests by type and outcome",

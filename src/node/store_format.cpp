@@ -7,10 +7,7 @@
 #include "core/protocol.hpp"
 
 namespace kv::node {
-namespace {
-constexpr std::uint8_t kCompleted = 0x01;
-constexpr std::uint8_t kDeleted = 0x02;
-}  // namespace
+namespace {}  // namespace
 
 std::string encode_meta(const Meta& m) {
   std::string out;
@@ -54,7 +51,7 @@ std::string encode_record(const Record& rec) {
   std::string out;
   proto::Writer w(out);
   w.u8(kFormatVersion);
-  w.u8((rec.completed ? kCompleted : 0) | (rec.deleted ? kDeleted : 0));
+  w.u8((rec.completed ? proto::kItemCompleted : 0) | (rec.deleted ? proto::kItemDeleted : 0));
   w.varint(rec.version);
   w.varint(rec.stamp);
   w.varint(rec.local_seq);
@@ -70,9 +67,9 @@ std::optional<Record> decode_record(std::string_view bytes) {
   if (format != kFormatVersion && format != 1) return std::nullopt;
   Record rec;
   const std::uint8_t flags = r.u8();
-  if (flags & ~(kCompleted | kDeleted)) return std::nullopt;
-  rec.completed = flags & kCompleted;
-  rec.deleted = flags & kDeleted;
+  if (flags & ~(proto::kItemCompleted | proto::kItemDeleted)) return std::nullopt;
+  rec.completed = flags & proto::kItemCompleted;
+  rec.deleted = flags & proto::kItemDeleted;
   rec.version = r.varint();
   rec.stamp = r.varint();
   rec.local_seq = r.varint();
