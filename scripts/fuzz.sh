@@ -18,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 
 FUZZ_DIR="$KV_ROOT/test/fuzz"
 OUT="${KV_FUZZ_BUILD:-$KV_ROOT/build-fuzz}"
-TARGETS=(fuzz_frame fuzz_notification fuzz_records fuzz_commands)
+TARGETS=(fuzz_frame fuzz_notification fuzz_records fuzz_commands fuzz_client)
 
 seconds=300
 ci=0
