@@ -305,7 +305,7 @@ BOOST_AUTO_TEST_CASE(a_frame_must_be_whole_within_frame_timeout_and_silence_ends
   a = idle.next(t0 + 30s);
   BOOST_REQUIRE(std::holds_alternative<BinarySession::Write>(a));
   std::vector<BinarySession::Answered> answered;
-  idle.encode([](Commit) { return std::optional<proto::msg::Error>{}; }, answered);
+  idle.encode([](Commit) { return std::optional<Refusal>{}; }, answered);
   idle.written(t0 + 40s);
   a = idle.next(t0 + 40s);
   BOOST_REQUIRE(std::holds_alternative<BinarySession::Read>(a));

@@ -16,16 +16,15 @@
 using namespace kv;
 using namespace kv::node;
 using proto::ErrorCode;
-using proto::msg::Error;
 
 namespace {
 Item ok(Result<Item> r) {
-  if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("unexpected error: " << e->message);
+  if (auto* e = std::get_if<Refusal>(&r)) BOOST_FAIL("unexpected error: " << e->message);
   return std::get<Item>(r);
 }
 ErrorCode err(Result<Item> r) {
-  BOOST_TEST_REQUIRE(std::holds_alternative<Error>(r));
-  return std::get<Error>(r).code;
+  BOOST_TEST_REQUIRE(std::holds_alternative<Refusal>(r));
+  return std::get<Refusal>(r).code;
 }
 proto::msg::Update set_completed(std::string id, bool v) {
   return {std::move(id), v, std::nullopt};
@@ -48,7 +47,7 @@ proto::msg::Apply batch(const Store& s, std::uint64_t upto, std::uint64_t synced
 proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
                           std::vector<StampedChange> changes) {
   auto r = s.apply(batch(s, upto, synced, std::move(changes)));
-  if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("apply failed: " << e->message);
+  if (auto* e = std::get_if<Refusal>(&r)) BOOST_FAIL("apply failed: " << e->message);
   return std::get<proto::msg::Applied>(r);
 }
 }  // namespace
@@ -169,15 +168,15 @@ BOOST_AUTO_TEST_CASE(an_apply_that_does_not_continue_from_the_applied_stamp_is_r
   auto late = stale;
   late.log_id = 7;
   const auto r = s.apply(late);
-  BOOST_TEST_REQUIRE(std::holds_alternative<Error>(r));
-  BOOST_TEST((std::get<Error>(r).code == ErrorCode::kStale));
+  BOOST_TEST_REQUIRE(std::holds_alternative<Refusal>(r));
+  BOOST_TEST((std::get<Refusal>(r).code == ErrorCode::kStale));
   BOOST_TEST((err(s.get("359c")) == ErrorCode::kDeleted));
   BOOST_TEST(s.status().memory_applied_stamp == 2278u);
   // From another syncer log, even continuing from the right stamp: refused unless it says the
   // node is to adopt that log.
   auto other = batch(s, 2279, 0, {});
   other.log_id = 8;
-  BOOST_TEST((std::get<Error>(s.apply(other)).code == ErrorCode::kStale));
+  BOOST_TEST((std::get<Refusal>(s.apply(other)).code == ErrorCode::kStale));
   other.adopt = true;
   BOOST_TEST(std::holds_alternative<proto::msg::Applied>(s.apply(other)));
   BOOST_TEST(s.status().log_id == 8u);
@@ -244,7 +243,7 @@ BOOST_AUTO_TEST_CASE(client_errors_are_clear_and_change_nothing) {
   BOOST_TEST((err(s.remove("1a")) == ErrorCode::kDeleted));
   // A batch that claims more local changes than the node ever made is refused.
   auto r = s.apply(proto::msg::Apply{1, 99, 0, 0, false, {}, 0, {}});
-  BOOST_TEST(std::holds_alternative<Error>(r));
+  BOOST_TEST(std::holds_alternative<Refusal>(r));
 }
 
 BOOST_AUTO_TEST_CASE(everything_survives_a_reopen) {

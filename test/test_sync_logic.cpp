@@ -21,7 +21,7 @@ using proto::msg::Error;
 namespace {
 
 Item ok(node::Result<Item> r) {
-  if (auto* e = std::get_if<Error>(&r)) BOOST_FAIL("unexpected error: " << e->message);
+  if (auto* e = std::get_if<node::Refusal>(&r)) BOOST_FAIL("unexpected error: " << e->message);
   return std::get<Item>(r);
 }
 
@@ -243,7 +243,7 @@ BOOST_AUTO_TEST_CASE(a_node_left_out_of_the_configuration_keeps_deletes_final) {
   c.start_syncer();  // c is back
   c.sync();
   for (std::size_t i = 0; i < 3; ++i) {
-    BOOST_TEST(std::holds_alternative<Error>(c.node(i).get("1a")), "1a is back on " << i);
+    BOOST_TEST(std::holds_alternative<node::Refusal>(c.node(i).get("1a")), "1a is back on " << i);
   }
   same_everywhere(c, 3);
 }
@@ -266,7 +266,7 @@ BOOST_AUTO_TEST_CASE(a_forgotten_node_that_comes_back_is_resynced_and_checked) {
   c.start_syncer();
   c.sync();
   for (std::size_t i = 0; i < 3; ++i) {
-    BOOST_TEST(std::holds_alternative<Error>(c.node(i).get("1a")), "1a is back on " << i);
+    BOOST_TEST(std::holds_alternative<node::Refusal>(c.node(i).get("1a")), "1a is back on " << i);
   }
   same_everywhere(c, 3);
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/protocol.hpp"
+#include "node/requests.hpp"
 #include "node/store.hpp"
 
 namespace kv::node {
@@ -84,7 +85,7 @@ class BinarySession {
   const std::string& encode(Outcome&& failure, std::vector<Answered>& answered) {
     for (auto& a : answers_) {
       if (!a.commit.empty()) {
-        if (auto e = failure(a.commit)) a.response = std::move(*e);
+        if (auto e = failure(a.commit)) a.response = to_wire(std::move(*e));
       }
     }
     return encode_answers(answered);

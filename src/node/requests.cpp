@@ -9,7 +9,7 @@ using proto::msg::Error;
 
 template <class T>
 proto::Response to_response(Result<T>&& r) {
-  if (auto* e = std::get_if<Error>(&r)) return std::move(*e);
+  if (auto* e = std::get_if<Refusal>(&r)) return to_wire(std::move(*e));
   if constexpr (std::is_same_v<T, Item>) {
     return proto::msg::ItemReply{std::move(std::get<Item>(r))};
   } else {

@@ -25,4 +25,9 @@ struct Answer {
 
 Answer answer(Store& store, proto::Request& request, const ServerFacts& facts);
 
+// The ERROR answer that says what the store refused.
+inline proto::msg::Error to_wire(Refusal r) {
+  return proto::msg::Error{r.code, std::move(r.message)};
+}
+
 }  // namespace kv::node

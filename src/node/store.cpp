@@ -20,7 +20,6 @@
 namespace kv::node {
 
 using proto::ErrorCode;
-using proto::msg::Error;
 
 // Who may touch what (as LevelDB's db_impl.h says it):
 //  - fixed once the store is open: options, disk;
@@ -99,15 +98,15 @@ struct Store::Impl {
   void recover();
   // While degraded: reopens the database (at most once a second); the error to refuse a write
   // with while it stays degraded. Only write paths and tick() call it, never a read.
-  std::optional<Error> recover_or_refuse();
+  std::optional<Refusal> recover_or_refuse();
   // Why a client write is refused now (degraded, or fenced until the syncer's first APPLY).
-  std::optional<Error> write_refusal() {
+  std::optional<Refusal> write_refusal() {
     if (auto e = recover_or_refuse()) return e;
     if (!fenced) return std::nullopt;
-    return Error{ErrorCode::kUnavailable,
-                 "node " + meta.name +
-                     " takes writes once the syncer has caught it up after its start; try "
-                     "another node or again in a moment"};
+    return Refusal{ErrorCode::kUnavailable,
+                   "node " + meta.name +
+                       " takes writes once the syncer has caught it up after its start; try "
+                       "another node or again in a moment"};
   }
 
   // Commit pipeline (see committer.hpp). Memory changes at once; a change is acknowledged,
@@ -166,16 +165,16 @@ struct Store::Impl {
   void notify(const StoreEvent& e) const {
     if (observer) observer(e);
   }
-  Error storage_error() const {
-    return Error{ErrorCode::kStorage,
-                 "the node could not commit the change (" + last_error +
-                     "); nothing was changed, try again once the disk has room"};
+  Refusal storage_error() const {
+    return Refusal{ErrorCode::kStorage,
+                   "the node could not commit the change (" + last_error +
+                       "); nothing was changed, try again once the disk has room"};
   }
   // A local change of `id` to `rec`: takes the next version and sequence number.
   Result<Item> commit_local(const std::string& id, Record rec, const char* op);
 
   // APPLY, in three steps: validation, the decision (rule R per change), the commit.
-  std::optional<Error> check_apply(const proto::msg::Apply& batch) const;
+  std::optional<Refusal> check_apply(const proto::msg::Apply& batch) const;
   Meta next_meta(const proto::msg::Apply& batch, storage::Batch& wb);
   struct Decided {
     std::map<std::string, Record> changed;  // the items the batch changes, as they become
@@ -197,10 +196,10 @@ bool valid_title(std::string_view t) {
          std::none_of(t.begin(), t.end(), [](char c) { return c == '\n' || c == '\r' || c == 0; });
 }
 
-Error bad_title() {
-  return Error{ErrorCode::kInvalidArgument, "a title must be 1 to " +
-                                                std::to_string(proto::kMaxTitleBytes) +
-                                                " bytes on one line, not only spaces"};
+Refusal bad_title() {
+  return Refusal{ErrorCode::kInvalidArgument, "a title must be 1 to " +
+                                                  std::to_string(proto::kMaxTitleBytes) +
+                                                  " bytes on one line, not only spaces"};
 }
 }  // namespace
 
@@ -342,7 +341,7 @@ void Store::Impl::recover() {
   }
 }
 
-std::optional<Error> Store::Impl::recover_or_refuse() {
+std::optional<Refusal> Store::Impl::recover_or_refuse() {
   if (!degraded) return std::nullopt;
   if (now() - last_recovery > std::chrono::seconds(1)) recover();
   if (!degraded) return std::nullopt;
@@ -435,7 +434,7 @@ Commit Store::last_commit() const {
 bool Store::completed(Commit c) const {
   return impl_->completed >= c.ticket_;
 }
-std::optional<Error> Store::outcome(Commit c) const {
+std::optional<Refusal> Store::outcome(Commit c) const {
   if (c.empty() || !impl_->failed(c.ticket_)) return std::nullopt;
   return impl_->storage_error();
 }
@@ -479,22 +478,22 @@ Result<Item> Store::create(std::string_view title) {
 Result<Item> Store::get(std::string_view id) const {
   auto it = impl_->items.find(id);
   if (it == impl_->items.end()) {
-    return Error{ErrorCode::kNotFound, "there is no item " + std::string(id)};
+    return Refusal{ErrorCode::kNotFound, "there is no item " + std::string(id)};
   }
   if (it->second.deleted) {
-    return Error{ErrorCode::kDeleted, "item " + std::string(id) + " was deleted"};
+    return Refusal{ErrorCode::kDeleted, "item " + std::string(id) + " was deleted"};
   }
   return visible(it->first, it->second);
 }
 
 Result<Item> Store::update(const proto::msg::Update& req) {
   if (!req.completed && !req.title) {
-    return Error{ErrorCode::kInvalidArgument, "an update must change the title or completion"};
+    return Refusal{ErrorCode::kInvalidArgument, "an update must change the title or completion"};
   }
   if (req.title && !valid_title(*req.title)) return bad_title();
   if (auto e = impl_->write_refusal()) return *e;
   auto found = get(req.id);
-  if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
+  if (auto* e = std::get_if<Refusal>(&found)) return std::move(*e);
   Record rec = impl_->items.find(req.id)->second;
   if (req.completed) rec.completed = *req.completed;
   if (req.title) rec.title = *req.title;
@@ -504,7 +503,7 @@ Result<Item> Store::update(const proto::msg::Update& req) {
 Result<Item> Store::remove(std::string_view id) {
   if (auto e = impl_->write_refusal()) return *e;
   auto found = get(id);
-  if (auto* e = std::get_if<Error>(&found)) return std::move(*e);
+  if (auto* e = std::get_if<Refusal>(&found)) return std::move(*e);
   Record rec = impl_->items.find(id)->second;
   rec.deleted = true;
   return impl_->commit_local(std::string(id), std::move(rec), "delete");
@@ -581,18 +580,18 @@ Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   return im.commit_apply(batch, next, std::move(decided), wb);
 }
 
-std::optional<Error> Store::Impl::check_apply(const proto::msg::Apply& batch) const {
+std::optional<Refusal> Store::Impl::check_apply(const proto::msg::Apply& batch) const {
   if (batch.synced_upto > meta.seq) {
-    return Error{ErrorCode::kInvalidArgument,
-                 "the syncer claims changes up to " + std::to_string(batch.synced_upto) +
-                     " but this node has only " + std::to_string(meta.seq) +
-                     " (was its data directory replaced?)"};
+    return Refusal{ErrorCode::kInvalidArgument,
+                   "the syncer claims changes up to " + std::to_string(batch.synced_upto) +
+                       " but this node has only " + std::to_string(meta.seq) +
+                       " (was its data directory replaced?)"};
   }
   for (const auto& c : batch.changes) {
     if (c.stamp == 0 || c.stamp > batch.upto_stamp || c.item.version != c.stamp ||
         !item_id_number(c.item.id) || (!c.item.deleted && c.item.title.empty())) {
-      return Error{ErrorCode::kInvalidArgument,
-                   "stamped change for '" + c.item.id + "' is invalid"};
+      return Refusal{ErrorCode::kInvalidArgument,
+                     "stamped change for '" + c.item.id + "' is invalid"};
     }
   }
   // A batch continues the node's applied stamps from this very syncer log: one that does not
@@ -600,20 +599,21 @@ std::optional<Error> Store::Impl::check_apply(const proto::msg::Apply& batch) co
   // comes from another log, and applying it could bring back what was deleted since (issue
   // 10, problem 5).
   if (meta.log_id != 0 && batch.log_id != meta.log_id && !batch.adopt) {
-    return Error{ErrorCode::kStale, "this APPLY comes from another syncer log than the one node " +
-                                        meta.name + " follows; refused"};
+    return Refusal{ErrorCode::kStale,
+                   "this APPLY comes from another syncer log than the one node " + meta.name +
+                       " follows; refused"};
   }
   if (batch.incarnation != 0 && batch.incarnation != meta.incarnation) {
-    return Error{ErrorCode::kStale, "this APPLY is for another life of node " + meta.name +
-                                        "'s data directory (incarnation " +
-                                        std::to_string(batch.incarnation) + "); refused"};
+    return Refusal{ErrorCode::kStale, "this APPLY is for another life of node " + meta.name +
+                                          "'s data directory (incarnation " +
+                                          std::to_string(batch.incarnation) + "); refused"};
   }
   if (batch.after_stamp != meta.applied_stamp) {
-    return Error{ErrorCode::kStale,
-                 "this APPLY continues from stamp " + std::to_string(batch.after_stamp) +
-                     " but node " + meta.name + " has applied up to " +
-                     std::to_string(meta.applied_stamp) +
-                     "; it comes from a syncer that is gone or arrived late; refused"};
+    return Refusal{ErrorCode::kStale,
+                   "this APPLY continues from stamp " + std::to_string(batch.after_stamp) +
+                       " but node " + meta.name + " has applied up to " +
+                       std::to_string(meta.applied_stamp) +
+                       "; it comes from a syncer that is gone or arrived late; refused"};
   }
   return std::nullopt;
 }

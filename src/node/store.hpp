@@ -78,8 +78,17 @@ struct StoredItem {
   bool pending = false;          // that change is not yet in the syncer's log
 };
 
+// Why the store did not do what it was asked: its own type, which requests.cpp turns into the
+// wire's ERROR answer. The codes are the protocol's ErrorCode values, which name the same outcomes
+// (not found, deleted, invalid, unavailable, storage, stale).
+struct Refusal {
+  proto::ErrorCode code = proto::ErrorCode::kInvalidArgument;
+  std::string message;
+  friend bool operator==(const Refusal&, const Refusal&) = default;
+};
+
 template <class T>
-using Result = std::variant<T, proto::msg::Error>;
+using Result = std::variant<T, Refusal>;
 
 // A change's place in the commit pipeline: what a writer holds and waits on before it answers
 // (Store::completed, Store::outcome). Empty: nothing to wait for.
@@ -153,7 +162,7 @@ class Store {
   bool completed(Commit c) const;  // durable or failed (and so is every earlier change)
   // Once completed(c): nothing when c is durable, else the answer for a change whose commit
   // failed (nothing was changed).
-  std::optional<proto::msg::Error> outcome(Commit c) const;
+  std::optional<Refusal> outcome(Commit c) const;
   void set_commit_wakeup(std::function<void()> wake);
   void poll_commits();
   void flush();  // blocks until every change submitted so far is completed (tests, shutdown)

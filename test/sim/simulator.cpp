@@ -398,7 +398,7 @@ class World {
     }
     w.title = "w" + std::to_string(writes_.size());
     const node::Commit before = store.last_commit();
-    node::Result<Item> r = Error{};
+    node::Result<Item> r = node::Refusal{};
     if (w.kind == Write::Kind::kCreate) {
       r = store.create(w.title);
     } else {
@@ -414,7 +414,7 @@ class World {
         r = store.remove(id);
       }
     }
-    if (std::holds_alternative<Error>(r)) {
+    if (std::holds_alternative<node::Refusal>(r)) {
       w.outcome = Write::Outcome::kFailed;
       writes_.push_back(std::move(w));
       return;
@@ -482,7 +482,7 @@ class World {
       while (!c.at_node.empty()) {
         auto& h = c.at_node.front();
         if (!store.completed(h.commit)) break;
-        if (auto e = store.outcome(h.commit)) h.response = std::move(*e);
+        if (auto e = store.outcome(h.commit)) h.response = node::to_wire(std::move(*e));
         c.to_syncer.push_back(Conn::Answer{h.id, h.type, std::move(h.response)});
         c.at_node.pop_front();
       }

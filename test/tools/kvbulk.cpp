@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     for (std::uint64_t k = 1; k <= count; ++k) {
       title = "bulk item " + std::to_string(k);
       const auto made = store.create(title);
-      if (const auto* err = std::get_if<kv::proto::msg::Error>(&made)) {
+      if (const auto* err = std::get_if<kv::node::Refusal>(&made)) {
         std::cerr << "kvbulk: create " << k << " refused: " << err->message << "\n";
         return 1;
       }
