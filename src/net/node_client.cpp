@@ -77,6 +77,9 @@ asio::awaitable<void> read_loop(std::shared_ptr<NodeClient::State> st, Stream& s
       st->fail(ec);
       co_return;
     }
+    // A call's deadline may have failed the connection while this read completed: its answers
+    // have nobody left to go to.
+    if (!st->open) co_return;
     if (st->traffic) st->traffic->received += n;
     answers.clear();
     const auto failure = st->pipeline.received(n, answers);

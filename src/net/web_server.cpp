@@ -1,7 +1,6 @@
 #include "net/web_server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -38,7 +37,7 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 struct Subscriber {
   explicit Subscriber(asio::any_io_executor ex) : wake(ex) {}
   std::deque<std::shared_ptr<const std::string>> queue;
-  Wakeup wake;  // notified when the queue gets a message or overflows
+  Wakeup wake;  // notified when the queue gets a message or the subscription is to close
   unsigned topics = ~0u;
   // Set when the hub ends the subscription (its queue overflowed, or the server is stopping):
   // the writer closes the WebSocket with this code and reason.
