@@ -124,7 +124,7 @@ struct Store::Impl {
   Settled durable;
   std::deque<std::pair<std::uint64_t, Settled>> pending_settled;
   std::deque<std::pair<std::uint64_t, std::uint64_t>> seq_by_ticket;  // not yet durable
-  std::deque<std::pair<std::uint64_t, StoreEvent>> pending_events;    // not yet durable
+  std::deque<std::pair<std::uint64_t, StoreEvent>> pending_events;    // local, not yet durable
   std::deque<std::pair<std::uint64_t, std::uint64_t>> failed_ranges;  // recent failed tickets
   std::string last_error;  // why the last commit failed (for storage_error())
 
@@ -745,10 +745,21 @@ Result<proto::msg::Applied> Store::Impl::commit_apply(const proto::msg::Apply& b
   meta = next;
   if (!batch.hold) fenced = false;             // ids above id_floor are free
   const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
-  for (auto& e : events) pending_events.emplace_back(ticket, std::move(e));
   pending_settled.emplace_back(ticket, Settled{next.applied_stamp, next.synced_upto});
   submit(wb);
   if (failed(ticket)) return storage_error();
+  // Stamped changes are announced now, before their fsync: readers already see them (memory),
+  // and the syncer resends everything above the durable applied stamp should this write be lost
+  // (docs/sync.md, "The node's fsync"). Local changes are announced once durable; a stamped
+  // change made after one still waiting goes out with it, so that subscribers see every item's
+  // changes in the order memory took them.
+  for (auto& e : events) {
+    if (pending_events.empty()) {
+      notify(e);
+    } else {
+      pending_events.emplace_back(pending_events.back().first, std::move(e));
+    }
+  }
   // Session marks are taken as given, lower ones too, from a batch that brings the node up to
   // the syncer's latest stamp (a cursor moved back must move them back).
   if (batch.marks_current) {

@@ -150,8 +150,10 @@ class Store {
   // recover (reopen and reload) at most once a second, even when no write comes to make it.
   void tick();
 
-  // Called for every change once it is durable, in commit order, on the thread that calls
-  // poll_commits() (or inside the change's call when commits are inline).
+  // Called for every local change once it is durable, in commit order, on the thread that calls
+  // poll_commits() (or inside the change's call when commits are inline); for every stamped
+  // change the syncer delivers as soon as it is applied in memory, before it is durable (inside
+  // apply()): a crash may take it back until the syncer sends it again.
   void set_observer(std::function<void(const StoreEvent&)> observer);
 
   // Durability. Every change joins the commit pipeline; it is acknowledged only once

@@ -1,5 +1,7 @@
 #include "sync/sync_log.hpp"
 
+#include <deque>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -16,6 +18,13 @@ namespace {
 std::string node_key(const std::string& name) {
   return std::string(kNodePrefix) + name;
 }
+
+std::string linux_boot_id() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;  // empty when unknown: every unclean close then counts as a possible power loss
+}
 }  // namespace
 
 struct SyncLog::Impl {
@@ -31,6 +40,18 @@ struct SyncLog::Impl {
   // last value at or below its applied stamp on: what an APPLY up to some stamp may tell it.
   std::map<std::string, std::map<std::uint64_t, std::uint64_t>> history;
   std::uint64_t marks_version = 0;
+  std::string boot;           // this machine's boot id
+  bool boot_changed = false;  // the log was last opened on another boot
+  // Stamp writes not yet synced (sync_writes only), oldest first: what each moved, so that the
+  // durable state can be told apart (SyncLog::sendable, durable_cursor).
+  struct Unsynced {
+    std::uint64_t write = 0;       // its number among stamp writes (sync_point)
+    std::string node;              // whose cursor it moved
+    std::uint64_t old_cursor = 0;  // from here
+    std::uint64_t stamp = 0;       // the stamp it gave that node's changes (0: none)
+  };
+  std::deque<Unsynced> unsynced;
+  std::uint64_t stamp_writes = 0;
 
   void saw_id(const std::string& id) {
     if (auto n = item_id_number(id)) meta.max_id_number = std::max(meta.max_id_number, *n);
@@ -70,6 +91,7 @@ struct SyncLog::Impl {
   void write(storage::Batch& b, bool sync) {
     const auto s = db->write(b, sync);
     if (!s.ok()) throw StoreError("syncer log write failed: " + s.ToString());
+    if (sync) unsynced.clear();  // a synced write makes every earlier one durable too
   }
   void write(storage::Batch& b) { write(b, options.sync_writes); }
   [[noreturn]] void corrupt(const std::string& what) const {
@@ -130,10 +152,14 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->load();
     impl_->closed_cleanly = !impl_->meta.open;
   }
+  impl_->boot = impl_->options.boot_id ? impl_->options.boot_id() : linux_boot_id();
+  impl_->boot_changed = impl_->boot.empty() || impl_->boot != impl_->meta.boot;
   // Marked open until a clean close; synced whatever the durability: a log whose creation a
   // power loss undid would be a directory without its meta record, which refuses to open
-  // (found by kvsim, power-loss).
+  // (found by kvsim, power-loss). The sync also makes durable whatever a crashed process on
+  // this boot had written without syncing.
   impl_->meta.open = true;
+  impl_->meta.boot = impl_->boot;
   storage::Batch b;
   impl_->put_meta(b, impl_->meta);
   impl_->write(b, true);
@@ -176,6 +202,9 @@ bool SyncLog::fresh() const {
 }
 bool SyncLog::closed_cleanly() const {
   return impl_->closed_cleanly;
+}
+bool SyncLog::may_have_lost_writes() const {
+  return !impl_->closed_cleanly && impl_->boot_changed;
 }
 bool SyncLog::sync_writes() const {
   return impl_->options.sync_writes;
@@ -406,8 +435,13 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   im.put_node(b, node, rec);
   b.Put(history_key(node, at), encode_history_cursor(next_cursor));
   if (!(meta == im.meta)) im.put_meta(b, meta);
-  im.write(b);  // throws, changing nothing, when it fails
+  im.write(b, false);  // throws, changing nothing, when it fails; sync() makes it durable
 
+  ++im.stamp_writes;
+  if (im.options.sync_writes && (moved || !out.accepted.empty())) {
+    im.unsynced.push_back(
+        {im.stamp_writes, node, known->second.cursor, out.accepted.empty() ? 0 : s});
+  }
   im.meta = meta;
   im.nodes[node] = rec;
   im.history[node][at] = next_cursor;
@@ -433,16 +467,17 @@ void SyncLog::observe_stamp(std::uint64_t stamp) {
   im.update_meta([stamp](LogMeta& m) { m.counter = stamp; });
 }
 
-proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit) const {
+proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit,
+                                      std::uint64_t cap) const {
   const auto& im = *impl_;
   proto::msg::Apply batch;
   batch.id_floor = im.meta.max_id_number;
   batch.purge_upto = im.meta.purged_upto;
   batch.log_id = im.meta.log_id;
-  batch.upto_stamp = std::max(after, im.meta.counter);
+  batch.upto_stamp = std::max(after, std::min(im.meta.counter, cap));
   std::size_t bytes = 0;
-  for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}}); it != im.by_stamp.end();
-       ++it) {
+  for (auto it = im.by_stamp.lower_bound({after + 1, std::string{}});
+       it != im.by_stamp.end() && it->first <= cap; ++it) {
     // Whole stamps only: a node records that it has every stamp up to upto_stamp. One stamp
     // holds one FETCH (at most kBatchBytes), so a batch stays under twice that.
     if ((batch.changes.size() >= limit || bytes >= proto::kBatchBytes) &&
@@ -455,6 +490,39 @@ proto::msg::Apply SyncLog::next_batch(std::uint64_t after, std::size_t limit) co
     batch.changes.push_back(e);
   }
   return batch;
+}
+
+bool SyncLog::all_durable() const {
+  return impl_->unsynced.empty();
+}
+
+std::uint64_t SyncLog::sendable(const std::string& node) const {
+  for (const auto& u : impl_->unsynced) {
+    if (u.node == node && u.stamp != 0) return u.stamp - 1;
+  }
+  return impl_->meta.counter;
+}
+
+std::uint64_t SyncLog::durable_cursor(const std::string& node, std::uint64_t incarnation) const {
+  for (const auto& u : impl_->unsynced) {
+    if (u.node == node) return cursor(node, incarnation) == 0 ? 0 : u.old_cursor;
+  }
+  return cursor(node, incarnation);
+}
+
+std::uint64_t SyncLog::sync_point() const {
+  return impl_->stamp_writes;
+}
+
+std::optional<std::string> SyncLog::sync_now() const {
+  const auto s = impl_->db->sync_log();
+  if (s.ok()) return std::nullopt;
+  return "syncer log sync failed: " + s.ToString();
+}
+
+void SyncLog::synced(std::uint64_t point) {
+  auto& u = impl_->unsynced;
+  while (!u.empty() && u.front().write <= point) u.pop_front();
 }
 
 std::size_t SyncLog::purge(std::uint64_t horizon) {
@@ -495,7 +563,8 @@ void SyncLog::rebuild(const Rebuilt& r) {
                im.meta.rebuild_id != 0 ? im.meta.rebuild_id : im.random() | 1,
                true,
                0,
-               false};
+               false,
+               im.boot};
   for (const auto& e : r.entries) {
     b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
     if (auto n = item_id_number(e.item.id)) meta.max_id_number = std::max(meta.max_id_number, *n);

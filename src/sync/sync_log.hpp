@@ -29,9 +29,14 @@ namespace kv::sync {
 
 struct SyncLogOptions {
   std::filesystem::path dir;
-  bool sync_writes = false;       // fsync each stamp before fanning it out
+  // Make every stamp durable (sync()), and tell a node that its changes are in the log only once
+  // they are. Off (--durability async): the log trusts the kernel and never syncs a stamp.
+  bool sync_writes = false;
   storage::Disk* disk = nullptr;  // nullptr: RocksDB on the file system (the simulator's seam)
   std::function<std::uint64_t()> random;  // empty: std::random_device (a new log's id)
+  // The machine's boot (empty: Linux's /proc/sys/kernel/random/boot_id); the simulator's power
+  // losses give it a new one.
+  std::function<std::string()> boot_id;
 };
 
 class SyncLog {
@@ -52,9 +57,12 @@ class SyncLog {
   std::uint64_t begin_rebuild();
   // True when the log knows no stamp and no node (just created, or never used).
   bool fresh() const;
-  // False when the process that had it open before did not close it cleanly (a crash): with
-  // sync_writes off, its last writes may then be lost.
+  // False when the process that had it open before did not close it cleanly (a crash).
   bool closed_cleanly() const;
+  // Not closed cleanly, and on another boot of the machine: writes not yet synced then (the
+  // tail of stamps fanned out before their sync, or every write with sync_writes off) may be
+  // lost. A crash of the process alone loses nothing: every write had reached the kernel.
+  bool may_have_lost_writes() const;
   bool sync_writes() const;  // SyncLogOptions::sync_writes
   // A new log, and one kvsync --restored-log points at, is unverified (durably) until every
   // configured node has reported without showing it older, or it was rebuilt from them.
@@ -112,11 +120,11 @@ class SyncLog {
     std::vector<Change> redeleted;
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
-  // holds, and moves the node's cursor to `next_cursor` (FETCH's seq_high), all in one durable
-  // write. Changes at or below the node's recheck_upto (it missed compaction) may have been
-  // made before their item's delete was compacted away (Stamped::redeleted). The node must be
-  // known in this incarnation (admit()). Throws StoreError when it is not or the write fails
-  // (nothing changed then).
+  // holds, and moves the node's cursor to `next_cursor` (FETCH's seq_high), all in one write,
+  // which sync() makes durable (see "Durability" below). Changes at or below the node's
+  // recheck_upto (it missed compaction) may have been made before their item's delete was compacted
+  // away (Stamped::redeleted). The node must be known in this incarnation (admit()). Throws
+  // StoreError when it is not or the write fails (nothing changed then).
   Stamped stamp(const std::string& node, std::uint64_t incarnation,
                 const std::vector<Change>& changes, std::uint64_t next_cursor);
 
@@ -125,10 +133,32 @@ class SyncLog {
   void observe_stamp(std::uint64_t stamp);
 
   // The next delivery for a node that applied every stamp up to `after`: whole stamps in order,
-  // at least `limit` changes unless fewer remain. upto_stamp covers the stamps taken (or the
-  // counter, when the batch reaches the end). The caller fills in synced_upto (cursor_at) and
-  // the rest of the envelope.
-  proto::msg::Apply next_batch(std::uint64_t after, std::size_t limit) const;
+  // at least `limit` changes unless fewer remain, none above `cap`. upto_stamp covers the stamps
+  // taken (or min(counter, cap), when the batch reaches the end). The caller fills in
+  // synced_upto (cursor_at) and the rest of the envelope.
+  proto::msg::Apply next_batch(std::uint64_t after, std::size_t limit,
+                               std::uint64_t cap = ~std::uint64_t{0}) const;
+
+  // ---- Durability (docs/sync.md, "The syncer's fsync") ----
+  // With sync_writes, stamp() does not wait for the disk: its stamps may be fanned out at once,
+  // while sync() makes them durable behind them. What a node may learn only from durable
+  // stamps, the log answers here: a node's own changes in the log (synced_upto), and session
+  // marks. Without sync_writes everything counts as durable (the log trusts the kernel).
+  //
+  // Every stamp write so far is durable (and so are the session marks they move).
+  bool all_durable() const;
+  // The highest stamp an APPLY to `node` may carry: below the first stamp not yet durable that
+  // holds changes of its own (it would take them as synced; counter() when none).
+  std::uint64_t sendable(const std::string& node) const;
+  // How far the node's changes are in the log as the disk has it: the synced_upto it may hear.
+  std::uint64_t durable_cursor(const std::string& node, std::uint64_t incarnation) const;
+  // A sync in three steps, so that the fsync runs off the owner's thread: sync_point() names the
+  // writes so far; sync_now() makes them durable and may run on any thread, concurrently with
+  // the owner's further writes (it touches nothing but the engine); synced(point), on the
+  // owner's thread once sync_now() returned nothing, records it. sync_now() returns the error.
+  std::uint64_t sync_point() const;
+  std::optional<std::string> sync_now() const;
+  void synced(std::uint64_t point);
 
   // Compaction: drops the tombstones stamped at or below `horizon`, a stamp every known node
   // has applied (docs/sync.md), and moves purged_upto there. Durable on return; returns how many

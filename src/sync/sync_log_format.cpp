@@ -11,6 +11,7 @@ namespace kv::sync {
 namespace {
 constexpr std::uint8_t kEntryFormat = 1;
 constexpr std::uint8_t kMetaFormat = 2;
+constexpr std::size_t kMaxBootBytes = 64;
 
 proto::Reader reader(std::string_view bytes) {
   return proto::Reader(bytes_of(bytes));
@@ -28,6 +29,7 @@ std::string encode_meta(const LogMeta& m) {
   w.u8(m.open ? 1 : 0);
   w.varint(m.rebuild_id);
   w.u8(m.unverified ? 1 : 0);
+  w.str(m.boot);
   return out;
 }
 
@@ -48,6 +50,7 @@ std::optional<LogMeta> decode_meta(std::string_view bytes) {
     const std::uint8_t unverified = r.u8();
     if (unverified > 1) return std::nullopt;
     m.unverified = unverified == 1;
+    if (!r.at_end()) m.boot = r.str(kMaxBootBytes);
   }
   if (!r.done() || m.purged_upto > m.counter) return std::nullopt;
   return m;

@@ -22,7 +22,7 @@ inline constexpr std::string_view kHistoryPrefix = "h";  // "h" + name + be64(st
 
 // u8 format (2; 1 is still read), varint counter, purged_upto, max_id_number, then (format 2)
 // log_id, open (u8: 1 while a process has it open, 0 once it closed it cleanly), rebuild_id,
-// unverified (u8).
+// unverified (u8), then (optional) boot (str: the machine's boot id when it was opened).
 struct LogMeta {
   std::uint64_t counter = 0;        // the highest stamp handed out
   std::uint64_t purged_upto = 0;    // tombstones stamped at or below are compacted
@@ -34,6 +34,10 @@ struct LogMeta {
   // New, or put back from a copy (kvsync --restored-log), and not yet checked against every
   // configured node: it may know fewer stamps than they hold.
   bool unverified = false;
+  // The boot of the machine the process that has it open runs on (Linux's boot_id). A log left
+  // open by a process that crashed on this same boot lost nothing: every write had reached the
+  // kernel. Left open on another boot, its unsynced tail may be gone (a power loss).
+  std::string boot;
   friend bool operator==(const LogMeta&, const LogMeta&) = default;
 };
 std::string encode_meta(const LogMeta& m);

@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <boost/json.hpp>
@@ -78,7 +79,8 @@ struct Syncer::Impl {
         log(SyncLogOptions{.dir = options.data,
                            .sync_writes = options.sync_writes,
                            .disk = nullptr,
-                           .random = {}}),
+                           .random = {},
+                           .boot_id = {}}),
         machine(log, options.nodes,
                 MachineOptions{options.fetch_limit, options.batch_limit, options.backoff_initial,
                                options.backoff_max, options.restored_log}) {
@@ -103,6 +105,10 @@ struct Syncer::Impl {
   SyncerOptions options;
   SyncLog log;
   SyncMachine machine;
+  // The log's fsync runs here, off the I/O thread, while stamps are fanned out (docs/sync.md,
+  // "The syncer's fsync"). Declared after the log: joined before the log closes.
+  asio::thread_pool sync_thread{1};
+  Wakeup sync_wanted{executor};              // stamps were written that are not yet durable
   std::vector<std::unique_ptr<Link>> links;  // by the machine's link index
   std::map<std::uint64_t, Report> reports;   // by stamp, awaiting delivery
   std::function<void()> on_all_connected;
@@ -173,6 +179,7 @@ struct Syncer::Impl {
   asio::awaitable<void> watch(std::size_t i);
   asio::awaitable<void> fetch_loop(std::size_t i);
   asio::awaitable<void> send_loop(std::size_t i);
+  asio::awaitable<void> sync_loop();
   void report_stamp(std::size_t i, const proto::msg::Changes& got, const SyncLog::Stamped& s);
   void flush_reports();
 };
@@ -185,6 +192,7 @@ Syncer::~Syncer() = default;
 void Syncer::stop() {
   Impl& im = *impl_;
   im.stopping = true;
+  im.sync_wanted.notify();
   for (auto& l : im.links) {
     l->client.close();  // fails every call in flight, so the loops return
     l->ws.close();
@@ -200,13 +208,15 @@ asio::awaitable<void> Syncer::run(std::function<void()> on_all_connected) {
                << " items";
   // One coroutine per link; none of them returns unless cancelled.
   auto ex = co_await asio::this_coro::executor;
-  auto remaining = std::make_shared<std::size_t>(impl_->links.size());
+  auto remaining = std::make_shared<std::size_t>(impl_->links.size() + 1);
   asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
+  auto ended = [remaining, &all_done](std::exception_ptr) {
+    if (--*remaining == 0) all_done.cancel();
+  };
   for (std::size_t i = 0; i < impl_->links.size(); ++i) {
-    asio::co_spawn(ex, impl_->run_link(i), [remaining, &all_done](std::exception_ptr) {
-      if (--*remaining == 0) all_done.cancel();
-    });
+    asio::co_spawn(ex, impl_->run_link(i), ended);
   }
+  asio::co_spawn(ex, impl_->sync_loop(), ended);
   co_await all_done.async_wait(kTuple);
 }
 
@@ -334,8 +344,38 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
       if (outcome.moved) {
         report_stamp(i, got, outcome.stamped);
         wake_all();  // the senders: new stamps, or the origin's synced_upto moved
+        sync_wanted.notify();
       }
     }
+  }
+}
+
+// Makes the stamps durable behind the fan-out: one fsync covers every stamp written before it
+// started, and stamps written meanwhile wait for the next. Once durable, the senders may tell
+// the origins that their changes are in the log.
+asio::awaitable<void> Syncer::Impl::sync_loop() {
+  asio::steady_timer retry(executor);
+  auto sync_now = [this]() -> asio::awaitable<std::optional<std::string>> {
+    co_return log.sync_now();
+  };
+  for (;;) {
+    co_await sync_wanted.wait();
+    while (!stopping && !log.all_durable()) {
+      const std::uint64_t point = log.sync_point();
+      std::optional<std::string> error =
+          co_await asio::co_spawn(sync_thread, sync_now, asio::use_awaitable);
+      if (error) {
+        // The origins keep their changes pending meanwhile: nothing is lost by waiting.
+        KV_LOG(error) << *error << "; nodes are not told their changes are synced until it "
+                      << "succeeds; retrying in 1 s";
+        retry.expires_after(std::chrono::seconds(1));
+        co_await retry.async_wait(kTuple);
+        continue;
+      }
+      log.synced(point);
+      wake_all();
+    }
+    if (stopping) co_return;
   }
 }
 

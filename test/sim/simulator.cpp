@@ -107,7 +107,6 @@ struct Swarm {
       *on = std::find(kinds.begin(), kinds.end(), name) != kinds.end();
     }
     if (log_loss || log_restore || power_loss || reconfigure) syncer_crash = true;
-    if (power_loss) syncer_sync = false;
   }
 
   static Swarm draw(Rng& r) {
@@ -121,7 +120,7 @@ struct Swarm {
       s.syncer_crash = r.chance(0.5);
       s.log_loss = s.syncer_crash && r.chance(0.3);
       s.log_restore = s.syncer_crash && r.chance(0.3);
-      s.power_loss = s.syncer_crash && !s.syncer_sync && r.chance(0.6);
+      s.power_loss = s.syncer_crash && r.chance(0.6);
       s.node_wipe = r.chance(0.3);
       s.node_restore = r.chance(0.3);
       s.reconfigure = s.syncer_crash && r.chance(0.3);
@@ -256,7 +255,10 @@ class World {
     std::uint64_t copy_seq = 0;             // the node's durable seq when it was copied
     std::uint64_t copy_incarnation = 0;     // and its incarnation then
     std::set<std::string> deleted_here;     // ids it held deleted, in this copy of its data
-    std::uint64_t full_until = 0;           // its disk is full until then
+    // Stamped deletes it announced before they were durable (a crash or a failed commit may
+    // take them back): they count once their commit is durable.
+    std::vector<std::pair<std::string, node::Commit>> deletes_in_flight;
+    std::uint64_t full_until = 0;  // its disk is full until then
   };
   struct Syncer {
     std::unique_ptr<sync::SyncLog> log;
@@ -268,6 +270,9 @@ class World {
     std::uint64_t down_until = 0;
     bool up = false;
     std::optional<MemDisk::Contents> copy;  // an older copy of its directory
+    // A sync of its log in flight on its sync thread: the stamp writes it covers. Other steps
+    // (more stamps, a crash, a power loss) may come between its start and its end.
+    std::optional<std::uint64_t> sync_point;
   };
 
   // ---- Logging --------------------------------------------------------------------------------
@@ -323,6 +328,7 @@ class World {
     if (!node.store) return;
     node.store->set_observer(nullptr);
     node.store.reset();  // the committer's queue is lost: what was not durable is gone
+    node.deletes_in_flight.clear();
     for (auto w : node.waiting) writes_[w].outcome = Write::Outcome::kUnknown;
     node.waiting.clear();
     for (auto& [id, c] : conns_) {
@@ -352,10 +358,14 @@ class World {
     }
   }
 
-  // Called by the store for every durable change, in commit order.
+  // Called by the store for every local change once durable, and every stamped change once
+  // applied in memory (node::Store::set_observer).
   void on_store_event(std::size_t n, const node::StoreEvent& e) {
     Node& node = nodes_[n];
-    if (e.item.deleted) {
+    if (e.item.deleted && e.kind == node::StoreEvent::Kind::kSynced) {
+      node.deletes_in_flight.emplace_back(e.item.id, node.store->last_commit());
+      deleted_ids_.insert(e.item.id);
+    } else if (e.item.deleted) {
       node.deleted_here.insert(e.item.id);
       deleted_ids_.insert(e.item.id);
     } else if (node.deleted_here.count(e.item.id)) {
@@ -441,6 +451,11 @@ class World {
   void settle_writes(std::size_t n) {
     Node& node = nodes_[n];
     auto& store = *node.store;
+    std::erase_if(node.deletes_in_flight, [&](const auto& d) {
+      if (!store.completed(d.second)) return false;
+      if (!store.outcome(d.second)) node.deleted_here.insert(d.first);
+      return true;
+    });
     std::vector<std::size_t> still;
     for (auto idx : node.waiting) {
       Write& w = writes_[idx];
@@ -531,6 +546,7 @@ class World {
     lo.sync_writes = swarm_.syncer_sync;
     lo.disk = &disk_;
     lo.random = [this] { return r_disk_.next(); };
+    lo.boot_id = [this] { return "boot-" + std::to_string(syncer_boots_); };
     try {
       s.log = std::make_unique<sync::SyncLog>(lo);
     } catch (const StoreError& e) {
@@ -560,6 +576,19 @@ class World {
           std::to_string(s.log->counter()) + ")");
   }
 
+  void sync_log() {
+    Syncer& s = syncer_;
+    const std::uint64_t point = *s.sync_point;
+    s.sync_point.reset();
+    if (auto error = s.log->sync_now()) {
+      event("syncer: " + *error);
+      return;
+    }
+    s.log->synced(point);
+    event("syncer's log synced (stamp " + std::to_string(s.log->counter()) + ")");
+    pump();
+  }
+
   void stop_syncer(const std::string& why) {
     Syncer& s = syncer_;
     if (!s.up) return;
@@ -568,6 +597,7 @@ class World {
       orphan(c);
     }
     s.machine.reset();
+    s.sync_point.reset();
     s.log->leave_open();  // a crash: the log is not closed cleanly
     s.log.reset();
     s.up = false;
@@ -752,6 +782,14 @@ class World {
     if (!s.up) {
       if (now_ >= s.down_until) add(20, [this] { restart_syncer(); });
     } else {
+      // kvsync's fsync of its log, which runs behind the fan-out: stamps go out before it.
+      if (!s.log->all_durable() && !s.sync_point) {
+        add(swarm_.commit_weight, [this] {
+          syncer_.sync_point = syncer_.log->sync_point();
+          event("syncer's log sync starts");
+        });
+      }
+      if (s.sync_point) add(swarm_.commit_weight, [this] { sync_log(); });
       for (std::size_t i = 0; i < s.nodes.size(); ++i) {
         const std::size_t n = s.nodes[i];
         if (s.conn[i] == 0 && now_ >= s.retry_at[i] && node_up(n) && !nodes_[n].partitioned) {
@@ -910,6 +948,7 @@ class World {
           if (swarm_.power_loss && r_fault_.chance(0.5)) {
             fault("power-loss", "the syncer's machine loses what it had not synced");
             disk_.power_loss(syncer_dir());
+            ++syncer_boots_;
           }
         });
       if (swarm_.log_restore && !s.copy)
@@ -1279,6 +1318,7 @@ class World {
   bool faults_on_ = true;
   bool final_ = false;  // the cluster is quiet: the last checks run
   MemDisk disk_;
+  std::uint64_t syncer_boots_ = 0;  // the syncer's machine boots anew after each power loss
   std::vector<Node> nodes_;
   Syncer syncer_;
   std::map<std::uint64_t, Conn> conns_;
