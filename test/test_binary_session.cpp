@@ -349,3 +349,56 @@ BOOST_AUTO_TEST_CASE(a_write_is_held_until_its_change_is_durable_and_a_failed_on
   BOOST_TEST(!answered[0].ok);
   BOOST_TEST(answered[1].ok);
 }
+
+// With the store's `completed`, the session reads and runs requests while a change waits for its
+// fsync (an APPLY behind an APPLY is applied at once, not after the first one's fsync), and
+// each answer leaves, in order, as soon as the changes up to it are durable.
+BOOST_AUTO_TEST_CASE(requests_behind_a_change_run_while_it_commits_and_answers_leave_in_order) {
+  Node node(/*manual=*/true);
+  const Clock::time_point t0{};
+  BinarySession s({}, t0);
+  const std::function<bool(Commit)> completed = [&](Commit c) { return node.store->completed(c); };
+  auto feed = [&](const std::vector<Sent>& reqs) {
+    const std::string bytes = encode_all(reqs);
+    auto a = s.next(t0, completed);
+    BOOST_REQUIRE(std::holds_alternative<BinarySession::Read>(a));
+    auto into = s.buffer();
+    std::copy(bytes.begin(), bytes.end(), into.data());
+    s.received(bytes.size(), t0);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      a = s.next(t0, completed);
+      BOOST_REQUIRE(std::holds_alternative<BinarySession::Execute>(a));
+      auto answered = answer(*node.store, std::get<BinarySession::Execute>(a).request, {});
+      s.executed(std::move(answered.response), answered.commit);
+    }
+  };
+  auto write = [&](const std::vector<Sent>& reqs) {
+    auto a = s.next(t0, completed);
+    BOOST_REQUIRE(std::holds_alternative<BinarySession::Write>(a));
+    BOOST_TEST(node.store->completed(std::get<BinarySession::Write>(a).commit));
+    std::vector<BinarySession::Answered> answered;
+    const auto seen =
+        decode_all(s.encode([&](Commit c) { return node.store->outcome(c); }, answered), reqs);
+    s.written(t0);
+    return seen.size();
+  };
+  const std::vector<Sent> first = {{1, proto::msg::Create{"one"}}, {2, proto::msg::Ping{}}};
+  const std::vector<Sent> second = {{3, proto::msg::Create{"two"}}, {4, proto::msg::List{}}};
+  feed(first);
+  // "one" is not durable: nothing to write, but the session reads on, holding its answers.
+  auto a = s.next(t0, completed);
+  BOOST_REQUIRE(std::holds_alternative<BinarySession::Read>(a));
+  BOOST_TEST(!std::get<BinarySession::Read>(a).waiting.empty());
+  feed(second);  // run before "one" is durable
+  BOOST_TEST(node.store->list().size() == 2u);
+  BOOST_REQUIRE(node.store->commit_next(1));  // "one" durable, "two" not yet
+  BOOST_TEST(write(first) == 2u, "the answers up to the durable change leave");
+  a = s.next(t0, completed);
+  BOOST_REQUIRE(std::holds_alternative<BinarySession::Read>(a));
+  BOOST_TEST(!std::get<BinarySession::Read>(a).waiting.empty(), "LIST waits behind \"two\"");
+  BOOST_REQUIRE(node.store->commit_next(1));
+  BOOST_TEST(write(second) == 2u);
+  a = s.next(t0, completed);
+  BOOST_REQUIRE(std::holds_alternative<BinarySession::Read>(a));
+  BOOST_TEST(std::get<BinarySession::Read>(a).waiting.empty());
+}

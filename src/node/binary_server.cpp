@@ -158,15 +158,34 @@ asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& com
                         Clock::now());
   asio::steady_timer timer(co_await asio::this_coro::executor);
   std::vector<BinarySession::Answered> answered;
+  const std::function<bool(Commit)> completed = [&store](Commit c) { return store.completed(c); };
+  bool peer_done = false;  // the client sent all it will: only answers are left to write
   for (;;) {
-    auto action = session.next(Clock::now());
+    auto action = session.next(Clock::now(), completed);
     if (auto* read = std::get_if<BinarySession::Read>(&action)) {
       timer.expires_at(read->deadline);
+      if (!read->waiting.empty()) {
+        // Answers wait for a commit: wait for it, and meanwhile for more requests. Readiness,
+        // not a read, races the commit: a read cancelled by the winner could lose its bytes.
+        if (peer_done) {
+          co_await commits.wait(store, read->waiting);
+          continue;
+        }
+        auto ready = co_await (socket.lowest_layer().async_wait(tcp::socket::wait_read, kTuple) ||
+                               commits.wait(store, read->waiting) || timer.async_wait(kTuple));
+        if (ready.index() != 0) continue;  // the commit completed, or the deadline came
+      } else if (peer_done) {
+        co_return;
+      }
       const auto into = session.buffer();
       auto r = co_await (socket.async_read_some(asio::buffer(into.data(), into.size()), kTuple) ||
                          timer.async_wait(kTuple));
       if (r.index() == 1) continue;  // the session says what the deadline means
       auto [ec, n] = std::get<0>(r);
+      if (ec == asio::error::eof && !read->waiting.empty()) {
+        peer_done = true;  // answer what it asked before it closed its side
+        continue;
+      }
       if (ec) co_return;  // eof, reset or cancelled: a normal end
       metrics.received(n);
       session.received(n, Clock::now());
@@ -255,7 +274,13 @@ void CommitWatch::notify_all() {
 }
 
 asio::awaitable<void> CommitWatch::wait(const Store& store, Commit commit) {
-  while (!store.completed(commit)) co_await timer_.async_wait(kTuple);
+  while (!store.completed(commit)) {
+    co_await timer_.async_wait(kTuple);
+    // notify_all() cancels the timer too: only our own cancellation (the losing side of `a ||
+    // b`) ends the wait early.
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;
+  }
 }
 
 asio::awaitable<void> CommitWatch::wait_until(std::chrono::steady_clock::time_point deadline) {

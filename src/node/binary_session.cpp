@@ -65,7 +65,8 @@ bool BinarySession::answer_here(std::variant<proto::Request, Error>& parsed, Pen
   return false;
 }
 
-BinarySession::Action BinarySession::next(Clock::time_point now) {
+BinarySession::Action BinarySession::next(Clock::time_point now,
+                                          const std::function<bool(Commit)>& completed) {
   if (executing_ || writing_) {
     throw std::logic_error("BinarySession::next() before the last action was completed");
   }
@@ -110,19 +111,35 @@ BinarySession::Action BinarySession::next(Clock::time_point now) {
     pos_ = 0;
     partial_since_.reset();
   }
+  Commit waiting;
   if (!answers_.empty()) {
-    // Answer only once every change made here is durable (the last one completes last).
+    // Answers leave in order, each once every change made here up to it is durable (commits
+    // complete in order): a read behind a write sees it.
     Commit last;
-    for (const auto& a : answers_) last = std::max(last, a.commit);
-    writing_ = true;
-    return Write{last, now + rules_.idle_timeout};
+    std::size_t ready = 0;
+    for (const auto& a : answers_) {
+      const Commit upto = std::max(last, a.commit);
+      if (completed && !upto.empty() && !completed(upto)) {
+        waiting = upto;
+        break;
+      }
+      last = upto;
+      ++ready;
+    }
+    if (ready > 0) {
+      ready_ = ready;
+      waiting = {};
+      writing_ = true;
+      return Write{last, now + rules_.idle_timeout};
+    }
   }
-  if (fatal_) return Close{CloseReason::kMalformed};
+  if (fatal_ && waiting.empty()) return Close{CloseReason::kMalformed};
   if (have_ > 0 && !partial_since_) partial_since_ = now;
   auto deadline = last_activity_ + rules_.idle_timeout;
   if (partial_since_) deadline = std::min(deadline, *partial_since_ + rules_.frame_timeout);
   if (now >= deadline) {
     const bool slow = partial_since_ && now >= *partial_since_ + rules_.frame_timeout;
+    if (!waiting.empty()) return Read{now + rules_.idle_timeout, waiting};  // a slow fsync
     return Close{slow ? CloseReason::kSlowFrame : CloseReason::kIdle};
   }
   if (have_ == in_.size()) {
@@ -132,7 +149,7 @@ BinarySession::Action BinarySession::next(Clock::time_point now) {
     in_.resize(kInitialBuffer);
     in_.shrink_to_fit();
   }
-  return Read{deadline};
+  return Read{deadline, waiting};
 }
 
 std::span<std::uint8_t> BinarySession::buffer() {
@@ -152,11 +169,13 @@ void BinarySession::executed(proto::Response response, Commit commit) {
 }
 
 const std::string& BinarySession::encode_answers(std::vector<Answered>& answered) {
-  for (const auto& a : answers_) {
+  for (std::size_t i = 0; i < ready_; ++i) {
+    const auto& a = answers_[i];
     proto::encode_response(out_, a.request_id, a.type, a.response);
     answered.push_back(Answered{a.type, !std::holds_alternative<Error>(a.response), a.arrived});
   }
-  answers_.clear();
+  answers_.erase(answers_.begin(), answers_.begin() + static_cast<std::ptrdiff_t>(ready_));
+  ready_ = 0;
   return out_;
 }
 

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -39,15 +41,19 @@ class BinarySession {
   using Clock = std::chrono::steady_clock;
 
   // Read into buffer() until `deadline`, then call received() (or next() again on the deadline).
+  // With `waiting` set, answers are held for that commit: call next() again once it completes,
+  // too. Reading goes on meanwhile, so requests behind a change run while its fsync does.
   struct Read {
     Clock::time_point deadline;
+    Commit waiting;
   };
   // Answer `request` from the store (WAIT included: it may take a while), then call executed().
   struct Execute {
     proto::Request request;
   };
-  // Wait until the store completed `commit` (an empty one: nothing to wait for), then call
-  // encode() and write what it returns by `deadline`, then call written().
+  // Wait until the store completed `commit` (an empty one: nothing to wait for; with next()'s
+  // `completed`, always completed), then call encode() and write what it returns by `deadline`,
+  // then call written().
   struct Write {
     Commit commit;
     Clock::time_point deadline;
@@ -68,7 +74,10 @@ class BinarySession {
 
   BinarySession(SessionRules rules, Clock::time_point now);
 
-  Action next(Clock::time_point now);
+  // `completed` says whether the store completed a commit: answers then leave as soon as their
+  // own changes are durable, while later requests are read and run. Without it every answer
+  // waits in the Write for the last change of the round.
+  Action next(Clock::time_point now, const std::function<bool(Commit)>& completed = {});
 
   std::span<std::uint8_t> buffer();  // where the next read goes (never empty)
   void received(std::size_t n, Clock::time_point now);
@@ -83,7 +92,8 @@ class BinarySession {
   };
   template <class Outcome>
   const std::string& encode(Outcome&& failure, std::vector<Answered>& answered) {
-    for (auto& a : answers_) {
+    for (std::size_t i = 0; i < ready_; ++i) {
+      auto& a = answers_[i];
       if (!a.commit.empty()) {
         if (auto e = failure(a.commit)) a.response = to_wire(std::move(*e));
       }
@@ -108,7 +118,8 @@ class BinarySession {
   std::vector<std::uint8_t> in_ = std::vector<std::uint8_t>(64 * 1024);
   std::size_t have_ = 0;  // bytes in in_
   std::size_t pos_ = 0;   // of them, consumed by this round's frames
-  std::vector<Pending> answers_;
+  std::deque<Pending> answers_;
+  std::size_t ready_ = 0;  // of answers_, the first ones the Write out carries
   std::string out_;
   bool authed_ = false;
   bool executing_ = false;                          // an Execute is out; executed() completes it

@@ -73,7 +73,8 @@ void SyncMachine::gather_for_rebuild(Link& link, const NodeStatus& st, StatusVer
   if (v.ever_up) ++v.reconnects;
   v.ever_up = true;
   link.backoff = options_.backoff_initial;
-  link.fetch_in_flight = link.apply_in_flight = false;
+  link.fetch_in_flight = false;
+  link.in_flight.clear();
   reset_gathering(link);
 }
 
@@ -175,7 +176,7 @@ void SyncMachine::start_link(Link& link, const NodeStatus& st, Admission a,
   link.purge_sent = 0;
   link.marks_sent = 0;
   link.fetch_in_flight = false;
-  link.apply_in_flight = false;
+  link.in_flight.clear();
   log_.note_applied(st.name, st.applied_stamp);
   if (v.ever_up) ++v.reconnects;
   link.backoff = options_.backoff_initial;
@@ -343,7 +344,7 @@ SyncMachine::Duration SyncMachine::on_down(std::size_t i) {
   Link& link = links_[i];
   link.view.up = false;
   link.fetch_in_flight = false;
-  link.apply_in_flight = false;
+  link.in_flight.clear();
   reset_gathering(link);
   const Duration wait = link.backoff;
   link.backoff = std::min(link.backoff * 2, options_.backoff_max);
@@ -392,9 +393,11 @@ FetchOutcome SyncMachine::on_fetched(std::size_t i, const proto::msg::Changes& g
 
 std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   Link& link = links_[i];
-  if (!link.view.up || link.apply_in_flight) return std::nullopt;
+  if (!link.view.up || link.in_flight.size() >= std::max<std::size_t>(options_.apply_window, 1)) {
+    return std::nullopt;
+  }
   if (rebuild_) {
-    if (link.claimed) return std::nullopt;
+    if (link.claimed || !link.in_flight.empty()) return std::nullopt;
     // The claim: the node takes the rebuilt log's id, so that an APPLY of the old log still on
     // its way is refused from now on; it keeps its write fence, and its stamps.
     proto::msg::Apply claim;
@@ -403,9 +406,7 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
     claim.adopt = true;
     claim.hold = true;
     claim.incarnation = link.view.status.incarnation;
-    link.apply_in_flight = true;
-    link.in_flight = claim;
-    link.marks_in_flight = 0;
+    link.in_flight.push_back({claim, 0});
     return claim;
   }
   if (!vouched_) return std::nullopt;  // the log may not know the stamps the node holds
@@ -418,9 +419,15 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   // Session marks go with a batch up to the latest stamp: not before the node may have them all.
   const bool marks_due =
       link.marks_sent != log_.marks_version() && marks_settled() && cap >= log_.counter();
-  if (link.greeted && !link.needs_reset && link.send_from >= std::min(cap, log_.counter()) &&
-      link.view.synced_upto >= durable_cursor && link.purge_sent >= log_.purged_upto() &&
-      !marks_due) {
+  const bool new_stamps = link.send_from < std::min(cap, log_.counter());
+  if (link.greeted && !link.needs_reset && !new_stamps && link.view.synced_upto >= durable_cursor &&
+      link.purge_sent >= log_.purged_upto() && !marks_due) {
+    return std::nullopt;
+  }
+  // Behind batches in flight only more stamps: what the others change (a new incarnation, a
+  // full resync) must be answered first, and news alone waits for the answers it would repeat.
+  if (!link.in_flight.empty() &&
+      (!link.greeted || link.needs_reset || link.needs_rebirth || !new_stamps)) {
     return std::nullopt;
   }
   link.greeted = true;
@@ -445,33 +452,37 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
     batch.marks.push_back(std::move(m));
   }
   batch.marks_current = batch.upto_stamp >= log_.counter() && marks_settled();
-  link.apply_in_flight = true;
-  link.in_flight = batch;
-  link.in_flight.changes.clear();
-  link.in_flight.marks.clear();
-  link.marks_in_flight = batch.marks_current ? log_.marks_version() : 0;
+  Link::Sent sent{batch, batch.marks_current ? log_.marks_version() : 0};
+  sent.envelope.changes.clear();
+  sent.envelope.marks.clear();
+  link.in_flight.push_back(std::move(sent));
+  link.node_applied = batch.upto_stamp;
+  link.send_from = batch.upto_stamp;
   return batch;
 }
 
 AppliedOutcome SyncMachine::on_applied(std::size_t i, const proto::msg::Applied& applied) {
   Link& link = links_[i];
   AppliedOutcome out;
-  if (!link.apply_in_flight) return out;  // an answer to no APPLY in flight
+  if (link.in_flight.empty()) return out;  // an answer to no APPLY in flight
+  const Link::Sent sent_with = std::move(link.in_flight.front());
+  link.in_flight.pop_front();
+  const proto::msg::Apply& sent = sent_with.envelope;
   if (rebuild_) {
-    link.apply_in_flight = false;
     link.claimed = true;
     link.node_applied = applied.applied_stamp;
     return out;
   }
-  const proto::msg::Apply& sent = link.in_flight;
-  link.apply_in_flight = false;
   link.view.applied_stamp = applied.applied_stamp;
   link.view.synced_upto = applied.synced_upto;
-  link.node_applied = applied.applied_stamp;
-  link.send_from = applied.applied_stamp;
-  link.needs_reset = false;
+  if (link.in_flight.empty()) {
+    // What the node says it holds now, which the next APPLY continues from.
+    link.node_applied = applied.applied_stamp;
+    if (!link.needs_reset) link.send_from = applied.applied_stamp;  // a full resync starts at 0
+  }
+  if (sent.reset) link.needs_reset = false;
   link.purge_sent = sent.purge_upto;
-  if (link.marks_in_flight != 0) link.marks_sent = link.marks_in_flight;
+  if (sent_with.marks_version != 0) link.marks_sent = sent_with.marks_version;
   ++link.view.applies;
   auto& st = link.view.status;
   if (sent.rebirth) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,6 +33,9 @@ struct MachineOptions {
   // stamps nothing until every configured node has reported, and is rebuilt from them if it is
   // older than what they hold.
   bool restored_log = false;
+  // APPLYs in flight on one link: each continues from the one before (after_stamp), so the node
+  // refuses any that arrives after a lost one. The node's commit of one overlaps the next.
+  std::size_t apply_window = 4;
 };
 
 // One node as the syncer sees it.
@@ -103,10 +107,13 @@ class SyncMachine {
   // caller should take the link down).
   FetchOutcome on_fetched(std::size_t i, const proto::msg::Changes& changes);
 
-  // The APPLY to send on link `i` now, if any; at most one is in flight per link.
+  // The APPLY to send on link `i` now, if any: up to apply_window in flight per link, a batch of
+  // new stamps behind others; a greeting, a full resync, a claim or a batch of news alone
+  // (synced_upto, marks, purge_upto) only with nothing in flight.
   std::optional<proto::msg::Apply> next_apply(std::size_t i);
-  // Its answer: moves the node's state, compares digests (and schedules a full resync of a node
-  // that differs from the log), compacts.
+  // The answer to the oldest APPLY in flight (a node answers in order): moves the node's state,
+  // compares digests (and schedules a full resync of a node that differs from the log),
+  // compacts.
   AppliedOutcome on_applied(std::size_t i, const proto::msg::Applied& applied);
 
   // While the log is rebuilt from the nodes: the DUMP to send on link `i` now, if any, and its
@@ -122,19 +129,22 @@ class SyncMachine {
  private:
   struct Link {
     LinkView view;
-    bool greeted = false;            // an APPLY went out since the link came up (lifts the fence)
-    bool needs_reset = false;        // the next APPLY makes it forget and resend everything
-    bool needs_rebirth = false;      // its data directory is an older copy: new incarnation first
-    std::uint64_t node_applied = 0;  // its applied stamp, which the next APPLY continues from
-    std::uint64_t send_from = 0;     // the next APPLY carries the stamps after this
-    std::uint64_t purge_sent = 0;    // the purge_upto the node last acknowledged
-    std::uint64_t marks_sent = 0;    // the log's marks_version it last got session marks of
-    bool fetch_wanted = false;       // the node has (or may have) changes past the cursor
+    bool greeted = false;        // an APPLY went out since the link came up (lifts the fence)
+    bool needs_reset = false;    // the next APPLY makes it forget and resend everything
+    bool needs_rebirth = false;  // its data directory is an older copy: new incarnation first
+    // Its applied stamp once every APPLY sent is applied: the next APPLY continues from it.
+    std::uint64_t node_applied = 0;
+    std::uint64_t send_from = 0;   // the next APPLY carries the stamps after this
+    std::uint64_t purge_sent = 0;  // the purge_upto the node last acknowledged
+    std::uint64_t marks_sent = 0;  // the log's marks_version it last got session marks of
+    bool fetch_wanted = false;     // the node has (or may have) changes past the cursor
     bool fetch_in_flight = false;
     std::uint64_t fetch_after = 0;  // the cursor the FETCH in flight starts from
-    bool apply_in_flight = false;
-    proto::msg::Apply in_flight;        // the APPLY in flight, without its changes
-    std::uint64_t marks_in_flight = 0;  // the marks_version it carries as current (0: none)
+    struct Sent {
+      proto::msg::Apply envelope;       // without its changes and marks
+      std::uint64_t marks_version = 0;  // the marks_version it carries as current (0: none)
+    };
+    std::deque<Sent> in_flight;  // oldest first
     Duration backoff{0};
     bool repair_tried = false;  // a full resync was sent for a digest mismatch, not yet agreed
     // A rebuild's gathering, for this connection: the node took the new log's id (claimed),

@@ -34,11 +34,26 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // The I/O side of one node link; its state lives in the SyncMachine.
 struct Link {
-  Link(asio::any_io_executor ex) : client(ex), ws(ex), fetch(ex), send(ex), ended(ex), retry(ex) {}
-  NodeClient client;
+  Link(asio::any_io_executor ex)
+      : client(ex),
+        fetcher(ex),
+        ws(ex),
+        fetch(ex),
+        send(ex),
+        applies_done(ex),
+        ended(ex),
+        retry(ex) {}
+  NodeClient client;   // STATUS, APPLY and DUMP
+  NodeClient fetcher;  // FETCH, on a connection of its own: the node answers a connection's
+                       // requests in order, and an APPLY's answer waits for the node's fsync
   WsSubscription ws;
-  Wakeup fetch;              // the machine may have a FETCH to send
-  Wakeup send;               // the machine may have an APPLY to send
+  Wakeup fetch;  // the machine may have a FETCH to send
+  Wakeup send;   // the machine may have an APPLY to send
+  // APPLYs in flight (SyncMachine's window), each awaited by a coroutine of its own; the first
+  // to fail says why here, and the sender takes the connection down with it.
+  std::size_t applies = 0;
+  Wakeup applies_done;
+  std::string apply_error;
   bool connected = false;    // both connections are open and the loops run
   Wakeup ended;              // the watcher, fetcher and sender of this connection have all returned
   asio::steady_timer retry;  // the wait before reconnecting
@@ -83,7 +98,7 @@ struct Syncer::Impl {
                            .boot_id = {}}),
         machine(log, options.nodes,
                 MachineOptions{options.fetch_limit, options.batch_limit, options.backoff_initial,
-                               options.backoff_max, options.restored_log}) {
+                               options.backoff_max, options.restored_log, options.apply_window}) {
     for (const auto& name : options.forget) {
       if (log.forget(name)) {
         KV_LOG(warning) << "forgot node " << name << ": if it comes back, it is resynced from "
@@ -95,6 +110,8 @@ struct Syncer::Impl {
     for (std::size_t i = 0; i < options.nodes.size(); ++i) {
       links.push_back(std::make_unique<Link>(ex));
       links.back()->client.set_secret(options.secret);
+      links.back()->fetcher.set_secret(options.secret);
+      links.back()->fetcher.set_tls(options.tls);
       links.back()->ws.set_secret(options.secret);
       links.back()->client.set_tls(options.tls);
       links.back()->ws.set_tls(options.tls);
@@ -180,6 +197,7 @@ struct Syncer::Impl {
   asio::awaitable<void> fetch_loop(std::size_t i);
   asio::awaitable<void> send_loop(std::size_t i);
   asio::awaitable<void> sync_loop();
+  asio::awaitable<void> apply(std::size_t i, proto::msg::Apply batch);
   void report_stamp(std::size_t i, const proto::msg::Changes& got, const SyncLog::Stamped& s);
   void flush_reports();
 };
@@ -195,6 +213,7 @@ void Syncer::stop() {
   im.sync_wanted.notify();
   for (auto& l : im.links) {
     l->client.close();  // fails every call in flight, so the loops return
+    l->fetcher.close();
     l->ws.close();
     l->fetch.notify();
     l->send.notify();
@@ -228,6 +247,7 @@ asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
     try {
       const auto [host, port] = parse_host_port(address);
       co_await link.client.connect(host, port, options.call_timeout);
+      co_await link.fetcher.connect(host, port, options.call_timeout);
       auto st = expect<proto::msg::StatusReply>(
                     co_await link.client.call(proto::msg::Status{}, options.call_timeout), "STATUS")
                     .status;
@@ -264,6 +284,7 @@ asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
     const bool was_connected = link.connected;
     link.connected = false;
     link.client.close();
+    link.fetcher.close();
     link.ws.close();
     const auto backoff = machine.on_down(i);
     if (was_connected) link_changed(i);
@@ -293,6 +314,7 @@ asio::awaitable<void> Syncer::Impl::run_connected(std::size_t i) {
     if (link.connected) {
       link.connected = false;
       link.client.close();
+      link.fetcher.close();
       link.ws.close();
       link.fetch.notify();
       link.send.notify();
@@ -336,7 +358,7 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
     if (!link.connected) co_return;
     while (auto fetch = machine.next_fetch(i)) {
       auto got = expect<proto::msg::Changes>(
-          co_await link.client.call(*fetch, options.call_timeout), "FETCH");
+          co_await link.fetcher.call(*fetch, options.call_timeout), "FETCH");
       KV_LOG(debug) << "fetched " << got.changes.size() << " changes from "
                     << machine.link(i).status.name << " after " << fetch->after_seq
                     << " (up to seq " << got.seq_high << ")";
@@ -381,42 +403,25 @@ asio::awaitable<void> Syncer::Impl::sync_loop() {
 
 asio::awaitable<void> Syncer::Impl::send_loop(std::size_t i) {
   Link& link = *links[i];
+  link.apply_error.clear();
   for (;;) {
     co_await link.send.wait();
-    if (!link.connected) co_return;
+    if (!link.connected || !link.apply_error.empty()) break;
+    // Up to the machine's window of APPLYs in flight: the node commits one while the next is
+    // on its way (each names the stamp it continues from, so none is applied out of turn).
     while (auto batch = machine.next_apply(i)) {
-      const std::string& name = machine.link(i).status.name;
-      KV_LOG(trace) << "sending " << batch->changes.size() << " changes up to stamp "
-                    << batch->upto_stamp << " to " << name;
-      auto applied = expect<proto::msg::Applied>(
-          co_await link.client.call(std::move(*batch), options.call_timeout), "APPLY");
-      const auto outcome = machine.on_applied(i, applied);
-      emit(json::object{{"type", "applied"},
-                        {"node", name},
-                        {"stamp", applied.applied_stamp},
-                        {"changed", applied.changed},
-                        {"digest", applied.digest},
-                        {"unsynced", applied.unsynced},
-                        {"checked", outcome.checked},
-                        {"agrees", outcome.agrees}});
-      prune_stamp_times();
-      KV_LOG(debug) << name << " applied up to stamp " << applied.applied_stamp << " ("
-                    << applied.changed << " changed)";
-      flush_reports();
-      if (outcome.divergence) {
-        KV_LOG(error) << *outcome.divergence;
-        emit(json::object{{"type", "divergence"}, {"node", name}, {"text", *outcome.divergence}});
-        wake_all();  // the full resync of this node
-      }
-      if (outcome.repaired) {
-        KV_LOG(warning) << *outcome.repaired;
-        emit(json::object{{"type", "repaired"}, {"node", name}, {"text", *outcome.repaired}});
-      }
-      if (outcome.compacted > 0) {
-        KV_LOG(info) << "compacted " << outcome.compacted << " tombstones up to stamp "
-                     << log.purged_upto();
-        wake_all();  // to carry purge_upto
-      }
+      ++link.applies;
+      asio::co_spawn(executor, apply(i, std::move(*batch)), [this, &link](std::exception_ptr e) {
+        if (e && link.connected && link.apply_error.empty()) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            link.apply_error = describe(ex);
+          }
+        }
+        if (--link.applies == 0) link.applies_done.notify();
+        link.send.notify();
+      });
     }
     // A rebuild of a lost log reads what the node holds (docs/sync.md, "A lost log").
     while (auto dump = machine.next_dump(i)) {
@@ -427,6 +432,52 @@ asio::awaitable<void> Syncer::Impl::send_loop(std::size_t i) {
         wake_all();
       }
     }
+  }
+  // The calls in flight end with the connection: they are never left behind it.
+  if (!link.apply_error.empty()) {
+    link.client.close();
+    link.fetcher.close();
+    link.ws.close();
+  }
+  while (link.applies > 0) co_await link.applies_done.wait();
+  if (!link.apply_error.empty()) throw std::runtime_error(link.apply_error);
+}
+
+// One APPLY and its answer.
+asio::awaitable<void> Syncer::Impl::apply(std::size_t i, proto::msg::Apply batch) {
+  Link& link = *links[i];
+  const std::string name = machine.link(i).status.name;
+  KV_LOG(trace) << "sending " << batch.changes.size() << " changes up to stamp " << batch.upto_stamp
+                << " to " << name;
+  auto answer = co_await link.client.call(std::move(batch), options.call_timeout);
+  auto applied = expect<proto::msg::Applied>(std::move(answer), "APPLY");
+  if (!link.connected) co_return;
+  const auto outcome = machine.on_applied(i, applied);
+  emit(json::object{{"type", "applied"},
+                    {"node", name},
+                    {"stamp", applied.applied_stamp},
+                    {"changed", applied.changed},
+                    {"digest", applied.digest},
+                    {"unsynced", applied.unsynced},
+                    {"checked", outcome.checked},
+                    {"agrees", outcome.agrees}});
+  prune_stamp_times();
+  KV_LOG(debug) << name << " applied up to stamp " << applied.applied_stamp << " ("
+                << applied.changed << " changed)";
+  flush_reports();
+  if (outcome.divergence) {
+    KV_LOG(error) << *outcome.divergence;
+    emit(json::object{{"type", "divergence"}, {"node", name}, {"text", *outcome.divergence}});
+    wake_all();  // the full resync of this node
+  }
+  if (outcome.repaired) {
+    KV_LOG(warning) << *outcome.repaired;
+    emit(json::object{{"type", "repaired"}, {"node", name}, {"text", *outcome.repaired}});
+  }
+  if (outcome.compacted > 0) {
+    KV_LOG(info) << "compacted " << outcome.compacted << " tombstones up to stamp "
+                 << log.purged_upto();
+    wake_all();  // to carry purge_upto
   }
 }
 
@@ -555,13 +606,16 @@ void Syncer::register_metrics(metrics::Registry& m) {
   m.counter_family(
       "kvsync_node_applies_total", "APPLY calls acknowledged by the node",
       per_link([](const Impl&, std::size_t, V l) { return static_cast<double>(l.applies); }));
-  m.counter_family("kvsync_node_received_bytes_total", "Bytes read from the node (binary protocol)",
-                   per_link([](const Impl& im, std::size_t i, V) {
-                     return static_cast<double>(im.links[i]->client.traffic().received);
-                   }));
+  m.counter_family(
+      "kvsync_node_received_bytes_total", "Bytes read from the node (binary protocol)",
+      per_link([](const Impl& im, std::size_t i, V) {
+        const auto& l = *im.links[i];
+        return static_cast<double>(l.client.traffic().received + l.fetcher.traffic().received);
+      }));
   m.counter_family("kvsync_node_sent_bytes_total", "Bytes written to the node (binary protocol)",
                    per_link([](const Impl& im, std::size_t i, V) {
-                     return static_cast<double>(im.links[i]->client.traffic().sent);
+                     const auto& l = *im.links[i];
+                     return static_cast<double>(l.client.traffic().sent + l.fetcher.traffic().sent);
                    }));
 }
 
