@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks kvstore beside Redis and etcd, in one run on this machine, all on 127.0.0.1.
 #
-#   bench/run.sh            the full run (a few minutes); writes bench/results/<date>-<commit>.md
-#   bench/run.sh --smoke    a tiny run (seconds) that checks the harness; writes nothing
+#   bench/run.sh                 the full run (a few minutes); writes
+#                                bench/results/<date>-<commit>.md and <date>-<commit>-scaling.png
+#   bench/run.sh --smoke         a tiny run (seconds) that checks the harness; writes nothing
+#   bench/run.sh --only scaling  one section alone (or KV_BENCH_ONLY=scaling), full durations; its
+#                                table, data and plot go to a new /tmp/kvbench-scaling.* (or
+#                                $KV_BENCH_OUT), never to bench/results/
 #
 # Every server runs from a temporary directory on ports of its own and is stopped by its PID.
 # Durable everywhere: kvnode --durability sync, Redis appendonly + appendfsync always, etcd
@@ -11,15 +15,28 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 
+usage() { echo "usage: bench/run.sh [--smoke] [--only scaling]" >&2; exit 2; }
 smoke=0
-[ "${1:-}" = "--smoke" ] && smoke=1
+only=${KV_BENCH_ONLY:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) smoke=1 ;;
+    --only) [ $# -ge 2 ] || usage; only=$2; shift ;;
+    *) usage ;;
+  esac
+  shift
+done
+case $only in '' | scaling) ;; *) echo "no section \"$only\" (there is: scaling)" >&2; usage ;; esac
 if [ $smoke -eq 1 ]; then
   secs=0.5; wrk_secs=1; warm=0.2; n_small=2000; n_big=20000
 else
   secs=5; wrk_secs=5; warm=1; n_small=200000; n_big=2000000
 fi
 
-kv_ensure_packages redis-server redis-tools etcd-server wrk curl
+packages=()
+[ -z "$only" ] && packages+=(redis-server redis-tools etcd-server wrk curl)  # the peers
+[ $smoke -eq 0 ] && packages+=(gnuplot-nox)  # the scaling plot (a smoke run draws none)
+kv_ensure_packages "${packages[@]}"
 if [ "${KV_NO_BUILD:-0}" != 1 ]; then  # ctest runs the smoke test against its own build
   kv_ensure_deps
   kv_build >/dev/null
@@ -56,6 +73,14 @@ wait_for() {  # a command that succeeds once the server is up
   for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "server did not come up: $*" >&2; exit 1
 }
+wait_until() {  # seconds, command: true once the command succeeds, false if it did not in time
+  local end=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.05
+  done
+}
 
 results="$tmp/results.md"
 : > "$results"
@@ -78,6 +103,192 @@ etcd_rps() {  # connections lua-script path -> requests/s
   wrk -t$threads -c "$1" -d "${wrk_secs}s" -s "$2" "http://127.0.0.1:$eport$3" 2>/dev/null |
     awk '/Requests\/sec/ { printf "%.0f", $2 }'
 }
+
+# --- 7. scaling: N nodes and one syncer (run last; defined here so that --only can run it) -----
+# How replication lag and the cluster's write rate change as nodes are added. Each N gets a fresh
+# cluster, measured as in sections 3 and 4, then stopped, so that no N shares the cores with the
+# last one's processes.
+scale_ns=(2 4 8)
+[ $smoke -eq 1 ] && scale_ns=(2 3)
+scale_names=abcdefgh  # node i is named by letter i (kvnode names are lowercase letters)
+scale_drain_limit=60  # seconds the nodes may take to agree after the load; reported beyond
+scale_dat="$tmp/scaling.dat"  # a line per N: nodes, lag p50 and p99 (us), writes/s, drain ms
+
+scale_list() { local IFS=,; echo "${scale_addrs[*]}"; }
+scale_start() {  # N: nodes a, b, ... and a syncer over them in $tmp/scale; sets scale_addrs
+  local i name p
+  scale_addrs=(); scale_pids=()
+  mkdir -p "$tmp/scale"
+  for ((i = 0; i < $1; i++)); do
+    name=${scale_names:i:1}
+    p=$(port)  # drawn once the node before listens, so that no two nodes draw the same port
+    "$bin/kvnode" --name "$name" --data "$tmp/scale/$name" --port "$p" --durability sync \
+      > "$tmp/scale/$name.out" 2> "$tmp/scale/$name.log" &
+    scale_pids+=($!); pids+=($!)
+    scale_addrs+=("127.0.0.1:$p")
+    wait_for grep -q ready "$tmp/scale/$name.out"
+  done
+  # --http-port 0: section 3's syncer holds the default one.
+  "$bin/kvsync" --nodes "$(scale_list)" --data "$tmp/scale/sync" --http-port 0 \
+    > "$tmp/scale/sync.out" 2> "$tmp/scale/sync.log" &
+  scale_pids+=($!); pids+=($!)
+  wait_for grep -q ready "$tmp/scale/sync.out"
+  wait_for "$bin/kvcli" --nodes "${scale_addrs[0]}" --route 1 create warm-up
+}
+scale_stop() {  # ends the syncer and the nodes, by PID, and removes their data
+  local p
+  # All signalled first: kvsync signalled alone takes 10 s to exit while its nodes are up, and
+  # about none when they go down with it.
+  for p in "${scale_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${scale_pids[@]}"; do stop_pid "$p"; done
+  rm -rf "$tmp/scale"
+}
+scale_load() {  # every node loaded at once, 50 connections split among them, depth 4 (as in
+                # section 4); sets scale_rate (the sum of writes/s), scale_conns, scale_failed
+  local i v w=()
+  scale_conns=$((50 / ${#scale_addrs[@]}))
+  [ $scale_conns -lt 2 ] && scale_conns=2
+  for i in "${!scale_addrs[@]}"; do
+    "$bin/kvbench" --target "${scale_addrs[i]}" --op create -c $scale_conns -d 4 \
+      --warmup "$warm" --seconds "$secs" --json > "$tmp/scale/load$i.json" &
+    w+=($!)
+  done
+  scale_rate=0; scale_failed=0
+  for i in "${!w[@]}"; do
+    wait "${w[i]}" || true  # a load that failed adds no figure, and is counted
+    v=$(json_field "$(tail -1 "$tmp/scale/load$i.json")" ops_per_sec)
+    if [ -n "$v" ]; then scale_rate=$((scale_rate + v)); else scale_failed=$((scale_failed + 1)); fi
+  done
+}
+scale_drained() {  # true once every node answers with nothing unsynced, all at one applied_stamp
+  local j
+  j=$("$bin/kvcli" --nodes "$(scale_list)" --json nodes) || return 1
+  [ "$(grep -o '"unsynced":0,' <<<"$j" | wc -l)" -eq ${#scale_addrs[@]} ] &&
+    [ "$(grep -o '"applied_stamp":[0-9]*' <<<"$j" | sort -u | wc -l)" -eq 1 ]
+}
+scaling() {  # the section: a row per figure, and a line per N in $scale_dat
+  local n last j p50 p99 errs note t0 drain_ms drain
+  : > "$scale_dat"
+  for n in "${scale_ns[@]}"; do
+    scale_start "$n"
+    last=${scale_names:n-1:1}
+    # Lag from a to the last node started, as section 3 measures it from a to b.
+    j=$(kvbench --target "${scale_addrs[0]}" --op create -c 4 --rate 2000 \
+      --lag-to "${scale_addrs[n - 1]}")
+    p50=$(json_field "$j" p50_us); p99=$(json_field "$j" p99_us); errs=$(json_field "$j" errors)
+    note="-"
+    [ "${errs:-0}" -gt 0 ] && note="($errs writes never seen on $last)"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p50 (us)" "$p50" "$note" "-" "-"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p99 (us)" "$p99" "$note" "-" "-"
+
+    scale_load
+    t0=$(date +%s%N)
+    if wait_until $scale_drain_limit scale_drained; then
+      drain_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+      drain="drained $drain_ms ms after the load stopped"
+    else
+      drain_ms=-1
+      drain="NOT drained $scale_drain_limit s after the load stopped"
+    fi
+    [ $scale_failed -gt 0 ] && drain="$drain; $scale_failed of $n loads failed"
+    row "scaling, $n nodes: sustained cluster writes/s ($scale_conns conns x $n nodes, depth 4)" \
+      "$scale_rate" "($drain)" "-" "-"
+    echo "$n $p50 $p99 $scale_rate $drain_ms" >> "$scale_dat"
+    scale_stop
+  done
+}
+scale_goal() {  # one line: the p99 lag at the most nodes against 2 nodes, and the goal (2x)
+  awk 'NR == 1 { n0 = $1; p0 = $3 } { n = $1; p = $3 }
+    END { r = p0 > 0 ? p / p0 : 0
+      printf "Scaling goal: p99 replication lag at %d nodes within 2x of %d nodes. ", n, n0
+      printf "Measured: %d us at %d nodes, %d us at %d: %.2fx (%s).\n", p0, n0, p, n, r,
+        (p0 > 0 && r <= 2 ? "met" : "not met") }' "$scale_dat"
+}
+scale_plot() {  # PNG path: lag p50 and p99 (left axis) and cluster writes/s (right axis) by nodes
+  gnuplot <<GP
+set terminal pngcairo size 900,540 font ",11"
+set output "$1"
+set title "kvstore scaling: N nodes (--durability sync), one syncer, $(nproc) cores"
+set xlabel "nodes"
+set logscale x 2
+set xrange [${scale_ns[0]} * 0.85:${scale_ns[-1]} * 1.15]
+set xtics ($(IFS=,; echo "${scale_ns[*]}"))
+set ylabel "replication lag, a to the last node, at 2000 writes/s (µs)"
+set yrange [0:*]
+set ytics nomirror
+set y2label "sustained cluster writes/s (every node loaded)"
+set y2range [0:*]
+set y2tics
+set key below horizontal
+set grid
+plot "$scale_dat" using 1:2 with linespoints lw 2 pt 7 title "lag p50", \
+  "" using 1:3 with linespoints lw 2 pt 7 title "lag p99", \
+  "" using 1:4 axes x1y2 with linespoints lw 2 pt 5 dt 2 title "cluster writes/s (right axis)"
+GP
+}
+
+# Prints the table. --smoke checks it and ends there; --only leaves the table, data and plot in a
+# new directory in /tmp; a full run writes them to bench/results/.
+report() {
+  cat "$results"
+  if [ $smoke -eq 1 ]; then
+    # The harness works only if kvbench measured something: every kvstore figure a number above 0.
+    bad=$(awk -F'|' 'NR > 2 && ($3 !~ /^ *[0-9]+(\.[0-9]+)? *$/ || $3 + 0 <= 0) { print $2 }' "$results")
+    if [ -n "$bad" ]; then
+      echo "no figure measured for:"; echo "$bad"
+      echo "0 passed, 1 failed"
+      exit 1
+    fi
+    echo "1 passed, 0 failed"
+    exit 0
+  fi
+  local commit out png plotted=0
+  commit=$(git -C "$KV_ROOT" rev-parse --short HEAD)
+  if [ -n "$only" ]; then
+    out=${KV_BENCH_OUT:-$(mktemp -d "/tmp/kvbench-$only.XXXXXX")}/$only.md
+    png="${out%.md}.png"
+  else
+    out="$KV_ROOT/bench/results/$(date -u +%Y-%m-%d)-$commit.md"
+    png="${out%.md}-scaling.png"
+  fi
+  mkdir -p "$(dirname "$out")"
+  [ -z "$only" ] || cp "$scale_dat" "${out%.md}.dat"
+  # A plot that fails costs the link, not the run's figures.
+  if scale_plot "$png"; then plotted=1; else echo "no plot: gnuplot failed" >&2; fi
+  {
+    echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
+    echo
+    echo "Command: \`bench/run.sh${only:+ --only $only}\`. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo),"
+    echo "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)."
+    if [ -z "$only" ]; then
+      echo "Peers: Redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2), etcd $(etcd --version | sed -n 's/etcd Version: //p'), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
+      echo "Each figure: ${secs} s measured after ${warm} s warm-up (kvbench, wrk); redis-benchmark -n $n_small (-P 1) or $n_big (-P 16)."
+      echo "kvstore: kvnode --durability sync; Redis: appendonly yes, appendfsync always; etcd: defaults (fsync per commit)."
+    else
+      echo "Each figure: ${secs} s measured after ${warm} s warm-up (kvbench)."
+      echo "kvstore: kvnode --durability sync."
+    fi
+    echo
+    cat "$results"
+    echo
+    scale_goal
+    if [ $plotted -eq 1 ]; then
+      echo
+      echo "![scaling]($(basename "$png"))"
+    fi
+  } > "$out"
+  scale_goal
+  echo "wrote $out"
+  if [ $plotted -eq 1 ]; then echo "wrote $png"; fi
+  exit 0
+}
+
+echo "| measure | kvstore | peer | peer figure | ratio |" | tee -a "$results"
+echo "|---|---|---|---|---|" | tee -a "$results"
+if [ "$only" = scaling ]; then
+  scaling
+  report
+fi
 
 # --- the servers --------------------------------------------------------------------------------
 nport=$(port)
@@ -112,9 +323,6 @@ wrk.body = '{"key":"a2V5"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 curl -sf -X POST -d '{"key":"a2V5","value":"dg=="}' "http://127.0.0.1:$eport/v3/kv/put" >/dev/null
-
-echo "| measure | kvstore | peer | peer figure | ratio |" | tee -a "$results"
-echo "|---|---|---|---|---|" | tee -a "$results"
 
 # --- 1. durable single-node writes ---------------------------------------------------------------
 for depth in 1 16; do
@@ -240,30 +448,6 @@ start_node 1; pid_a=$node_pid
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 row "restart of node a with $items items (ms to ready)" "$ms" "(target: 2000)" "-" "-"
 
-cat "$results"
-if [ $smoke -eq 1 ]; then
-  # The harness works only if kvbench measured something: every kvstore figure a number above 0.
-  bad=$(awk -F'|' 'NR > 2 && ($3 !~ /^ *[0-9]+(\.[0-9]+)? *$/ || $3 + 0 <= 0) { print $2 }' "$results")
-  if [ -n "$bad" ]; then
-    echo "no figure measured for:"; echo "$bad"
-    echo "0 passed, 1 failed"
-    exit 1
-  fi
-  echo "1 passed, 0 failed"
-  exit 0
-fi
-commit=$(git -C "$KV_ROOT" rev-parse --short HEAD)
-out="$KV_ROOT/bench/results/$(date -u +%Y-%m-%d)-$commit.md"
-mkdir -p "$(dirname "$out")"
-{
-  echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
-  echo
-  echo "Command: \`bench/run.sh\`. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo),"
-  echo "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)."
-  echo "Peers: Redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2), etcd $(etcd --version | sed -n 's/etcd Version: //p'), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
-  echo "Each figure: ${secs} s measured after ${warm} s warm-up (kvbench, wrk); redis-benchmark -n $n_small (-P 1) or $n_big (-P 16)."
-  echo "kvstore: kvnode --durability sync; Redis: appendonly yes, appendfsync always; etcd: defaults (fsync per commit)."
-  echo
-  cat "$results"
-} > "$out"
-echo "wrote $out"
+# --- 7. scaling (defined above) -------------------------------------------------------------------
+scaling
+report
