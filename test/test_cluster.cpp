@@ -474,6 +474,20 @@ void answer_close(int fd) {
 }
 }  // namespace
 
+// kvsync stopped while its nodes run: it used to wait for Beast's WebSocket ping timer (10 s
+// after the subscription's last read) before it could exit, well past its own 6 s last resort.
+BOOST_AUTO_TEST_CASE(kvsync_stops_at_once_while_its_nodes_run) {
+  Cluster c(2);
+  BOOST_TEST_REQUIRE(c.cli({"create", "before the stop"}).code == 0);
+  c.wait_converged();
+  c.syncer()->signal(SIGTERM);
+  int code = -1;
+  BOOST_CHECK_NO_THROW(code = c.syncer()->wait(5s));
+  BOOST_TEST(code == 0);
+  const std::string syncer_log = file_text(c.dir() / "sync.log");
+  BOOST_TEST(syncer_log.find("still open after") == std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(sigterm_ends_every_connection_and_closes_subscribers_with_a_reason) {
   Cluster c(1);
   // On the node: a WebSocket subscriber, an idle binary connection and an idle HTTP one.

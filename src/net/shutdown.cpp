@@ -21,7 +21,12 @@ std::function<void()> Shutdown::also_wait() {
 }
 
 void Shutdown::maybe_ended() {
-  if (waiting_ == 0) last_resort_.cancel();
+  if (waiting_ != 0) return;
+  last_resort_.cancel();
+  // Everything the process waits for has ended: what may be left are the timers of closed
+  // streams (a Beast WebSocket's ping timer ran up to 10 s on after its socket was closed, and
+  // kvsync with it), and nothing of ours.
+  io_.stop();
 }
 
 void Shutdown::on_signal(std::function<void()> first, std::string reason,
