@@ -43,7 +43,7 @@ struct SyncLog::Impl {
   std::string boot;           // this machine's boot id
   bool boot_changed = false;  // the log was last opened on another boot
   // Stamp writes not yet synced (sync_writes only), oldest first: what each moved, so that the
-  // durable state can be told apart (SyncLog::sendable, durable_cursor).
+  // durable state can be told apart (SyncLog::durable_stamp, durable_cursor).
   struct Unsynced {
     std::uint64_t write = 0;       // its number among stamp writes (sync_point)
     std::string node;              // whose cursor it moved
@@ -496,9 +496,9 @@ bool SyncLog::all_durable() const {
   return impl_->unsynced.empty();
 }
 
-std::uint64_t SyncLog::sendable(const std::string& node) const {
+std::uint64_t SyncLog::durable_stamp() const {
   for (const auto& u : impl_->unsynced) {
-    if (u.node == node && u.stamp != 0) return u.stamp - 1;
+    if (u.stamp != 0) return u.stamp - 1;
   }
   return impl_->meta.counter;
 }

@@ -29,8 +29,8 @@ namespace kv::sync {
 
 struct SyncLogOptions {
   std::filesystem::path dir;
-  // Make every stamp durable (sync()), and tell a node that its changes are in the log only once
-  // they are. Off (--durability async): the log trusts the kernel and never syncs a stamp.
+  // Make every stamp durable (sync_now()) before a node hears of it. Off (--durability async):
+  // the log trusts the kernel and never syncs a stamp.
   bool sync_writes = false;
   storage::Disk* disk = nullptr;  // nullptr: RocksDB on the file system (the simulator's seam)
   std::function<std::uint64_t()> random;  // empty: std::random_device (a new log's id)
@@ -60,8 +60,8 @@ class SyncLog {
   // False when the process that had it open before did not close it cleanly (a crash).
   bool closed_cleanly() const;
   // Not closed cleanly, and on another boot of the machine: writes not yet synced then (the
-  // tail of stamps fanned out before their sync, or every write with sync_writes off) may be
-  // lost. A crash of the process alone loses nothing: every write had reached the kernel.
+  // tail of stamps not yet synced, or every write with sync_writes off) may be lost. A crash of
+  // the process alone loses nothing: every write had reached the kernel.
   bool may_have_lost_writes() const;
   bool sync_writes() const;  // SyncLogOptions::sync_writes
   // A new log, and one kvsync --restored-log points at, is unverified (durably) until every
@@ -140,16 +140,14 @@ class SyncLog {
                                std::uint64_t cap = ~std::uint64_t{0}) const;
 
   // ---- Durability (docs/sync.md, "The syncer's fsync") ----
-  // With sync_writes, stamp() does not wait for the disk: its stamps may be fanned out at once,
-  // while sync() makes them durable behind them. What a node may learn only from durable
-  // stamps, the log answers here: a node's own changes in the log (synced_upto), and session
-  // marks. Without sync_writes everything counts as durable (the log trusts the kernel).
+  // With sync_writes, stamp() does not wait for the disk, and the owner makes the stamps
+  // durable off its thread (sync_point, sync_now, synced below); a stamp is fanned out only
+  // once durable. Without sync_writes everything counts as durable (the log trusts the kernel).
   //
-  // Every stamp write so far is durable (and so are the session marks they move).
+  // Every stamp write so far is durable.
   bool all_durable() const;
-  // The highest stamp an APPLY to `node` may carry: below the first stamp not yet durable that
-  // holds changes of its own (it would take them as synced; counter() when none).
-  std::uint64_t sendable(const std::string& node) const;
+  // The highest stamp an APPLY may carry: every stamp up to it is durable (counter() when all).
+  std::uint64_t durable_stamp() const;
   // How far the node's changes are in the log as the disk has it: the synced_upto it may hear.
   std::uint64_t durable_cursor(const std::string& node, std::uint64_t incarnation) const;
   // A sync in three steps, so that the fsync runs off the owner's thread: sync_point() names the

@@ -8,8 +8,8 @@ namespace kv::sync {
 SyncMachine::SyncMachine(SyncLog& log, std::vector<std::string> addresses, MachineOptions options)
     : log_(log), options_(options) {
   // A fresh log, or one whose writes may have been lost (its last process did not close it, and
-  // the machine has rebooted since: stamps are fanned out before they are synced), does not know
-  // what stamps the nodes hold: it waits to hear every node.
+  // the machine has rebooted since), does not know what stamps the nodes hold: it waits to hear
+  // every node.
   // Durably: a crash before every node has reported leaves it unverified, whatever the boot of
   // the next start (found by kvsim, seed 200).
   if (options_.restored_log || log_.may_have_lost_writes()) log_.set_unverified(true);
@@ -411,10 +411,10 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   }
   if (!vouched_) return std::nullopt;  // the log may not know the stamps the node holds
   const auto& st = link.view.status;
-  // Stamps not yet durable go out at once, except those holding the node's own changes: with
-  // them it would count those changes as synced (docs/sync.md, "The syncer's fsync"). What it
-  // hears as synced is only what the disk has.
-  const std::uint64_t cap = log_.sendable(st.name);
+  // Only durable stamps go out: a batch of a syncer that died may still reach a node long after
+  // (held in a socket), and a stamp its log lost to a power loss would be handed out again
+  // (docs/sync.md, "The syncer's fsync"; kvsim seed 326168).
+  const std::uint64_t cap = log_.durable_stamp();
   const std::uint64_t durable_cursor = log_.durable_cursor(st.name, st.incarnation);
   // Session marks go with a batch up to the latest stamp: not before the node may have them all.
   const bool marks_due =
@@ -451,7 +451,12 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
     if (batch.marks.size() >= proto::kMaxSessionMarks) break;
     batch.marks.push_back(std::move(m));
   }
-  batch.marks_current = batch.upto_stamp >= log_.counter() && marks_settled();
+  // Session marks claim the node holds every stamp at once, as the log has them now: only in a
+  // batch that goes alone. Behind batches in flight, a batch lost with its connection may be
+  // replaced by one built later, from a log that has moved values to later stamps, and this one
+  // could still arrive after it (kvsim seed 328805: a mark claimed a write the node lacked).
+  batch.marks_current =
+      batch.upto_stamp >= log_.counter() && marks_settled() && link.in_flight.empty();
   Link::Sent sent{batch, batch.marks_current ? log_.marks_version() : 0};
   sent.envelope.changes.clear();
   sent.envelope.marks.clear();

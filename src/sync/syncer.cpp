@@ -122,7 +122,7 @@ struct Syncer::Impl {
   SyncerOptions options;
   SyncLog log;
   SyncMachine machine;
-  // The log's fsync runs here, off the I/O thread, while stamps are fanned out (docs/sync.md,
+  // The log's fsync runs here, off the I/O thread, while it serves the other nodes (docs/sync.md,
   // "The syncer's fsync"). Declared after the log: joined before the log closes.
   asio::thread_pool sync_thread{1};
   Wakeup sync_wanted{executor};              // stamps were written that are not yet durable
@@ -372,9 +372,8 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
   }
 }
 
-// Makes the stamps durable behind the fan-out: one fsync covers every stamp written before it
-// started, and stamps written meanwhile wait for the next. Once durable, the senders may tell
-// the origins that their changes are in the log.
+// Makes the stamps durable off the I/O thread: one fsync covers every stamp written before it
+// started, and stamps written meanwhile wait for the next. Once durable, the senders send them.
 asio::awaitable<void> Syncer::Impl::sync_loop() {
   asio::steady_timer retry(executor);
   auto sync_now = [this]() -> asio::awaitable<std::optional<std::string>> {

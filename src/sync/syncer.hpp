@@ -27,7 +27,7 @@ namespace kv::sync {
 struct SyncerOptions {
   std::vector<std::string> nodes;  // binary-protocol addresses, host:port
   std::filesystem::path data;      // the syncer's own data directory (its log)
-  bool sync_writes = false;        // make every stamp durable (behind the fan-out)
+  bool sync_writes = false;        // make every stamp durable before fanning it out
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
   std::size_t apply_window = 4;    // APPLYs in flight per node (MachineOptions::apply_window)
