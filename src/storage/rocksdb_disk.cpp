@@ -90,6 +90,9 @@ class RocksDisk : public Disk {
     options.keep_log_file_num = 2;
     options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
     options.info_log = std::make_shared<ForwardingLogger>();
+    // A restart replays the WAL into the memtable and goes on; it does not first write what it
+    // replayed into a new table file (RocksDB's default), which made the open wait on the disk.
+    options.avoid_flush_during_recovery = true;
     rocksdb::DB* raw = nullptr;
     const rocksdb::Status s = rocksdb::DB::Open(options, dir.string(), &raw);
     if (!s.ok()) {
