@@ -117,7 +117,7 @@ class Cluster {
     }
     return moved;
   }
-  // Makes the log's stamps durable, as kvsync's sync thread does behind the fan-out.
+  // Makes the log's stamps durable, as kvsync's sync thread does.
   bool sync_log() {
     if (log_->all_durable()) return false;
     const auto point = log_->sync_point();

@@ -435,7 +435,7 @@ SyncLog::Stamped SyncLog::stamp(const std::string& node, std::uint64_t incarnati
   im.put_node(b, node, rec);
   b.Put(history_key(node, at), encode_history_cursor(next_cursor));
   if (!(meta == im.meta)) im.put_meta(b, meta);
-  im.write(b, false);  // throws, changing nothing, when it fails; sync() makes it durable
+  im.write(b, false);  // throws, changing nothing, when it fails; sync_now() makes it durable
 
   ++im.stamp_writes;
   if (im.options.sync_writes && (moved || !out.accepted.empty())) {

@@ -121,7 +121,7 @@ class SyncLog {
   };
   // Gives the changes fetched from `node` one new stamp, keeps those that beat what the log
   // holds, and moves the node's cursor to `next_cursor` (FETCH's seq_high), all in one write,
-  // which sync() makes durable (see "Durability" below). Changes at or below the node's
+  // which sync_now() makes durable (see "Durability" below). Changes at or below the node's
   // recheck_upto (it missed compaction) may have been made before their item's delete was compacted
   // away (Stamped::redeleted). The node must be known in this incarnation (admit()). Throws
   // StoreError when it is not or the write fails (nothing changed then).

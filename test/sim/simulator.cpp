@@ -782,7 +782,7 @@ class World {
     if (!s.up) {
       if (now_ >= s.down_until) add(20, [this] { restart_syncer(); });
     } else {
-      // kvsync's fsync of its log, which runs behind the fan-out: stamps go out before it.
+      // kvsync's fsync of its log, on a thread of its own: stamps go out once it has ended.
       if (!s.log->all_durable() && !s.sync_point) {
         add(swarm_.commit_weight, [this] {
           syncer_.sync_point = syncer_.log->sync_point();
