@@ -6,9 +6,11 @@
 #include <rocksdb/db.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 #include "node/apply_rule.hpp"
+#include "node/node_pool.hpp"
 #include "node/store.hpp"
 #include "node/store_format.hpp"
 #include "temp_dir.hpp"
@@ -288,6 +290,56 @@ BOOST_AUTO_TEST_CASE(a_data_directory_of_another_node_or_corrupt_is_refused) {
   }
 }
 
+// A large store loads on a reader thread (Store::Impl::load_items): what it loads is what a
+// small store's load on one thread gives, item for item, and a corrupt record deep inside it
+// is still refused by name.
+BOOST_AUTO_TEST_CASE(a_large_store_loads_every_item_and_refuses_a_corrupt_one) {
+  test::TempDir dir;
+  const int n = 60000;  // items, each with its change-log entry: past kThreadedLoadFrom keys
+  std::vector<StoredItem> before;
+  NodeStatus status_before;
+  {
+    Store s({dir / "a", "a"});
+    for (int i = 1; i <= n; ++i) ok(s.create("item " + std::to_string(i)));
+    for (int i = 1; i <= n; i += 7) ok(s.remove(std::to_string(i) + "a"));
+    for (int i = 3; i <= n; i += 11) {
+      if ((i - 1) % 7 == 0) continue;  // deleted above
+      proto::msg::Update u;
+      u.id = std::to_string(i) + "a";
+      u.completed = true;
+      ok(s.update(u));
+    }
+    before = s.dump();
+    status_before = s.status();
+  }
+  {
+    Store s({dir / "a", "a"});
+    const auto after = s.dump();
+    BOOST_TEST_REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      if (!(after[i].item == before[i].item) || after[i].local_seq != before[i].local_seq) {
+        BOOST_FAIL("item " << before[i].item.id << " did not load as it was");
+      }
+    }
+    BOOST_TEST(s.status().digest == status_before.digest);
+    BOOST_TEST(s.status().items == status_before.items);
+    BOOST_TEST(s.fetch(0, 10).changes.size() == 10u);
+  }
+  {
+    rocksdb::DB* raw = nullptr;
+    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (dir / "a").string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    BOOST_TEST(db->Put(rocksdb::WriteOptions(), item_key("54321a"), "\x02garbage").ok());
+  }
+  try {
+    Store s({dir / "a", "a"});
+    BOOST_FAIL("a corrupt record was accepted");
+  } catch (const StoreError& e) {
+    BOOST_TEST(std::string(e.what()).find("item record '54321a' is corrupt") != std::string::npos,
+               e.what());
+  }
+}
+
 BOOST_AUTO_TEST_CASE(list_pages_through_every_live_item_in_id_order) {
   test::TempDir dir;
   Store s({dir / "a", "a"});
@@ -500,4 +552,35 @@ BOOST_AUTO_TEST_CASE(rule_r_decides_each_stamped_change_alone) {
   BOOST_TEST(!stamped_change_applies(&tomb, kUpdate, 50, 0));
   BOOST_TEST(!stamped_change_applies(&tomb, kDelete, 50, 0));
   BOOST_TEST(stamped_change_applies(&tomb, kDelete, 9, 0));  // the first stamped delete stands
+}
+
+// The in-memory index's node pool (node_pool.hpp): freed nodes are reused, every value stays
+// intact through inserts and erases that interleave, and a size it does not pool still works.
+BOOST_AUTO_TEST_CASE(the_index_pool_keeps_every_node_intact_through_reuse) {
+  NodePool pool;
+  using Map =
+      std::map<int, std::string, std::less<>, PoolAllocator<std::pair<const int, std::string>>>;
+  {
+    Map m{Map::allocator_type(pool)};
+    // More nodes than one chunk holds, so that the pool grows.
+    const int n = 100000;
+    for (int i = 0; i < n; ++i) m.emplace(i, "value " + std::to_string(i) + " of the pool test");
+    for (int i = 0; i < n; i += 2) m.erase(i);
+    for (int i = n; i < n + n / 2; ++i) m.emplace(i, "again " + std::to_string(i));
+    BOOST_TEST(m.size() == static_cast<std::size_t>(n));
+    int checked = 0;
+    for (const auto& [k, v] : m) {
+      const std::string want =
+          k < n ? "value " + std::to_string(k) + " of the pool test" : "again " + std::to_string(k);
+      if (v != want) BOOST_FAIL("node " << k << " holds '" << v << "'");
+      if (k < n) BOOST_TEST_REQUIRE(k % 2 == 1);  // the even ones were erased
+      ++checked;
+    }
+    BOOST_TEST(checked == n);
+  }
+  // Another size from the same pool goes to operator new and back.
+  PoolAllocator<std::array<char, 1000>> other(pool);
+  auto* p = other.allocate(1);
+  (*p)[999] = 'x';
+  other.deallocate(p, 1);
 }

@@ -27,6 +27,11 @@ std::ostream& operator<<(std::ostream& os, const Item& item) {
 }
 
 std::uint64_t item_digest(const Item& item) {
+  return item_digest(item.id, item.title, item.completed, item.version);
+}
+
+std::uint64_t item_digest(std::string_view id, std::string_view title, bool completed,
+                          std::uint64_t version) {
   // FNV-1a over the fields, each one delimited, then a final mix so that sums of hashes of
   // similar items do not cancel out in patterns.
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -38,11 +43,11 @@ std::uint64_t item_digest(const Item& item) {
     h ^= 0xff;
     h *= 0x100000001b3ull;
   };
-  eat(item.id);
-  eat(item.title);
+  eat(id);
+  eat(title);
   char tail[9];
-  tail[0] = item.completed ? 1 : 0;
-  for (int i = 0; i < 8; ++i) tail[1 + i] = static_cast<char>((item.version >> (8 * i)) & 0xff);
+  tail[0] = completed ? 1 : 0;
+  for (int i = 0; i < 8; ++i) tail[1 + i] = static_cast<char>((version >> (8 * i)) & 0xff);
   eat(std::string_view(tail, sizeof tail));
   h ^= h >> 30;
   h *= 0xbf58476d1ce4e5b9ull;

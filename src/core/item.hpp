@@ -104,6 +104,9 @@ inline bool stamped_beats(bool a_deleted, std::uint64_t a_stamp, bool b_deleted,
 // one item at a time; two nodes that hold the same live items with the same versions have the
 // same digest.
 std::uint64_t item_digest(const Item& item);
+// The same hash from the fields, for a caller that holds them elsewhere (no copy).
+std::uint64_t item_digest(std::string_view id, std::string_view title, bool completed,
+                          std::uint64_t version);
 
 // Item ids are "<number><node name>", e.g. "3b": the number is one more than the largest number
 // the node has seen, the suffix makes ids from different nodes distinct without coordination.

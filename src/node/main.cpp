@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 
+#include <chrono>
 #include <iostream>
 #include <optional>
 
@@ -188,7 +189,11 @@ int run(Config& c) {
     store_options.sync_writes = sync;
     store_options.background_commit = true;
     store_options.await_syncer = !standalone;
+    const auto opening = std::chrono::steady_clock::now();
     kv::node::Store store(store_options);
+    const auto open_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - opening)
+                             .count();
     asio::io_context io(1);
     kv::node::CommitWatch commits(io.get_executor());
     // The writer thread reports finished groups; the I/O thread processes them and wakes the
@@ -253,7 +258,8 @@ int run(Config& c) {
       KV_LOG(info) << "TLS on the binary and HTTP ports, certificate " << tls_cert;
     }
     KV_LOG(info) << "node " << name << " opened " << data << ": version " << s.version << ", "
-                 << s.items << " items, " << s.unsynced << " unsynced changes";
+                 << s.items << " items, " << s.unsynced << " unsynced changes, in " << open_ms
+                 << " ms";
     std::cout << "kvnode " << name << " ready binary=" << binary.local_endpoint()
               << " http=" << web.local_endpoint() << std::endl;
     io.run();

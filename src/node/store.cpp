@@ -9,11 +9,14 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "core/bytes.hpp"
 #include "node/apply_rule.hpp"
 #include "node/committer.hpp"
+#include "node/node_pool.hpp"
 #include "node/store_format.hpp"
 #include "storage/engine.hpp"
 
@@ -38,7 +41,11 @@ struct Store::Impl {
     using is_transparent = void;
     bool operator()(std::string_view a, std::string_view b) const { return item_id_less(a, b); }
   };
-  std::map<std::string, Record, IdLess> items;
+  // Its nodes come from index_pool (node_pool.hpp: a restart builds a million of them).
+  NodePool index_pool;
+  using ItemMap =
+      std::map<std::string, Record, IdLess, PoolAllocator<std::pair<const std::string, Record>>>;
+  ItemMap items{ItemMap::allocator_type(index_pool)};
   // Every local change the syncer's log does not hold yet, by sequence number, with the value
   // it wrote. An item's newer change does not replace its older one here: the syncer's cursor
   // then only ever passes changes it fetched, so a crash that loses a newer change cannot leave
@@ -80,10 +87,10 @@ struct Store::Impl {
   // The digest of the live items (item_digest), kept with every change to `items`.
   std::uint64_t digest = 0;
   void add_digest(const std::string& id, const Record& r) {
-    if (!r.deleted) digest += item_digest(Item{id, r.title, r.completed, false, r.version});
+    if (!r.deleted) digest += item_digest(id, r.title, r.completed, r.version);
   }
   void forget_digest(const std::string& id, const Record& r) {
-    if (!r.deleted) digest -= item_digest(Item{id, r.title, r.completed, false, r.version});
+    if (!r.deleted) digest -= item_digest(id, r.title, r.completed, r.version);
   }
   std::function<void(const StoreEvent&)> observer;
   // Read-your-writes: how far each other node's changes are applied here, as the syncer last
@@ -137,6 +144,9 @@ struct Store::Impl {
   // ---- Methods (the store's thread).
 
   void load();
+  storage::Status load_items();
+  // From about this many keys on, load_items() reads on a thread of its own.
+  static constexpr std::uint64_t kThreadedLoadFrom = 50000;
   void reset_memory() {
     items.clear();
     changelog.clear();
@@ -203,6 +213,115 @@ Refusal bad_title() {
 }
 }  // namespace
 
+// Reads the item records into `items`. A large store loads in two steps that overlap: a reader
+// thread walks the database and decodes, in batches, while this thread builds the index (the
+// larger part: a node and the digest per item); a restart of a million items spent a quarter of
+// its time in the walk. A small one (and the simulator's many) loads on this thread alone.
+storage::Status Store::Impl::load_items() {
+  const auto corrupt_item = [&](const std::string& id) {
+    return StoreError("data directory " + options.dir.string() + ": item record '" + id +
+                      "' is corrupt");
+  };
+  const auto index = [&](std::string&& id, Record&& rec) {
+    // Keys come in id order, so each insert lands at the end.
+    auto slot = items.emplace_hint(items.end(), std::move(id), std::move(rec));
+    if (slot->second.deleted) tombstones.emplace(slot->second.stamp, slot->first);
+    add_digest(slot->first, slot->second);
+  };
+  if (db->approximate_keys() < kThreadedLoadFrom) {
+    return db->scan(kItemPrefix, [&](std::string_view key, std::string_view bytes) {
+      auto rec = decode_record(bytes);
+      auto id = item_id_from_key(key);
+      if (!rec || !id) throw corrupt_item(id.value_or("?"));
+      index(std::move(*id), std::move(*rec));
+      return true;
+    });
+  }
+  struct Decoded {
+    std::string id;
+    Record rec;
+  };
+  constexpr std::size_t kBatch = 4096;
+  constexpr std::size_t kQueued = 8;  // batches the reader may be ahead: bounded memory
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::vector<Decoded>> queue;
+  bool done = false, stop = false;
+  std::optional<std::string> corrupt;  // the id of a record that did not decode
+  storage::Status status;
+  std::exception_ptr failed;  // what the reader threw
+  const auto read_batches = [&] {
+    std::vector<Decoded> batch;
+    const auto hand_over = [&] {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return stop || queue.size() < kQueued; });
+      if (stop) return false;
+      queue.push_back(std::move(batch));
+      batch.clear();
+      cv.notify_all();
+      return true;
+    };
+    auto st = db->scan(kItemPrefix, [&](std::string_view key, std::string_view bytes) {
+      auto rec = decode_record(bytes);
+      auto id = item_id_from_key(key);
+      if (!rec || !id) {
+        std::lock_guard lock(mu);
+        corrupt = id.value_or("?");
+        return false;
+      }
+      if (batch.empty()) batch.reserve(kBatch);
+      batch.push_back(Decoded{std::move(*id), std::move(*rec)});
+      return batch.size() < kBatch || hand_over();
+    });
+    if (!batch.empty()) hand_over();
+    std::lock_guard lock(mu);
+    status = st;
+  };
+  std::thread reader([&] {
+    try {
+      read_batches();
+    } catch (...) {
+      std::lock_guard lock(mu);
+      failed = std::current_exception();
+    }
+    std::lock_guard lock(mu);
+    done = true;
+    cv.notify_all();
+  });
+  {
+    // Whatever happens here, the reader is stopped and joined before its state goes.
+    struct Join {
+      std::thread& t;
+      std::mutex& mu;
+      std::condition_variable& cv;
+      bool& stop;
+      ~Join() {
+        {
+          std::lock_guard lock(mu);
+          stop = true;
+        }
+        cv.notify_all();
+        t.join();
+      }
+    } join{reader, mu, cv, stop};
+    for (;;) {
+      std::vector<Decoded> batch;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return done || !queue.empty(); });
+        if (queue.empty()) break;
+        batch = std::move(queue.front());
+        queue.pop_front();
+        cv.notify_all();
+      }
+      for (auto& d : batch) index(std::move(d.id), std::move(d.rec));
+    }
+  }  // ~Join: the reader has ended
+  if (failed) std::rethrow_exception(failed);
+  if (corrupt) throw corrupt_item(*corrupt);
+  return status;
+}
+
 void Store::Impl::load() {
   reset_memory();
   std::string value;
@@ -219,19 +338,7 @@ void Store::Impl::load() {
     throw StoreError("data directory " + options.dir.string() + " belongs to node '" + meta.name +
                      "', not '" + options.name + "'");
   }
-  auto st = db->scan(kItemPrefix, [&](std::string_view key, std::string_view bytes) {
-    auto rec = decode_record(bytes);
-    const auto id = item_id_from_key(key);
-    if (!rec || !id) {
-      throw StoreError("data directory " + options.dir.string() + ": item record '" +
-                       id.value_or("?") + "' is corrupt");
-    }
-    // Keys come in id order, so each insert lands at the end.
-    auto slot = items.emplace_hint(items.end(), *id, std::move(*rec));
-    if (slot->second.deleted) tombstones.emplace(slot->second.stamp, *id);
-    add_digest(*id, slot->second);
-    return true;
-  });
+  auto st = load_items();
   if (st.ok()) {
     st = db->scan(kChangePrefix, [&](std::string_view key, std::string_view bytes) {
       const auto bad = [&](std::uint64_t seq) {

@@ -9,6 +9,7 @@
 #include <rocksdb/status.h>
 #include <rocksdb/write_batch.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -38,6 +39,8 @@ class Engine {
   virtual Status write(Batch& batch, bool sync) = 0;
   // Makes every write that returned so far durable.
   virtual Status sync_log() = 0;
+  // About how many keys the database holds (an estimate: it decides how to load, never what).
+  virtual std::uint64_t approximate_keys() = 0;
 };
 
 struct Opened {

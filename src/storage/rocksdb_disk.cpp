@@ -60,6 +60,11 @@ class RocksEngine : public Engine {
 
   Status sync_log() override { return db_->SyncWAL(); }
 
+  std::uint64_t approximate_keys() override {
+    std::uint64_t n = 0;
+    return db_->GetIntProperty("rocksdb.estimate-num-keys", &n) ? n : 0;
+  }
+
  private:
   std::unique_ptr<rocksdb::DB> db_;
 };

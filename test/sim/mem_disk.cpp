@@ -52,6 +52,8 @@ class MemEngine : public storage::Engine {
     return storage::Status::OK();
   }
 
+  std::uint64_t approximate_keys() override { return v_->written.size(); }
+
   storage::Status sync_log() override {
     if (broken_) return storage::Status::IOError("the log writer failed earlier (simulated)");
     v_->durable = v_->written;
