@@ -28,7 +28,7 @@ struct MachineOptions {
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
   std::chrono::milliseconds backoff_initial{100};
-  std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};
+  std::chrono::milliseconds backoff_max{std::chrono::seconds(1)};
   // The log's directory was put back from a copy (kvsync --restored-log): like a fresh log, it
   // stamps nothing until every configured node has reported, and is rebuilt from them if it is
   // older than what they hold.

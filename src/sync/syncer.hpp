@@ -37,7 +37,7 @@ struct SyncerOptions {
   std::shared_ptr<tls::Context> tls;
   std::chrono::milliseconds call_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds backoff_initial{100};
-  std::chrono::milliseconds backoff_max{std::chrono::seconds(5)};
+  std::chrono::milliseconds backoff_max{std::chrono::seconds(1)};
   // Nodes the operator says are gone for good or were wiped (--forget-node): the log forgets
   // them before anything else (docs/sync.md, "Removing a node").
   std::vector<std::string> forget;
