@@ -39,6 +39,9 @@ class Engine {
   virtual Status write(Batch& batch, bool sync) = 0;
   // Makes every write that returned so far durable.
   virtual Status sync_log() = 0;
+  // Writes what only the log holds into table files, so that the next open has no log to
+  // replay (a clean stop). Nothing is lost when it fails: the next open replays the log.
+  virtual Status flush_memtable() = 0;
   // About how many keys the database holds (an estimate: it decides how to load, never what).
   virtual std::uint64_t approximate_keys() = 0;
 };

@@ -52,6 +52,7 @@ class MemEngine : public storage::Engine {
     return storage::Status::OK();
   }
 
+  storage::Status flush_memtable() override { return storage::Status::OK(); }
   std::uint64_t approximate_keys() override { return v_->written.size(); }
 
   storage::Status sync_log() override {
