@@ -52,6 +52,13 @@ proto::msg::Applied apply(Store& s, std::uint64_t upto, std::uint64_t synced,
   if (auto* e = std::get_if<Refusal>(&r)) BOOST_FAIL("apply failed: " << e->message);
   return std::get<proto::msg::Applied>(r);
 }
+// Writes one raw record into a stopped store's database, behind the store's back.
+void plant(const std::filesystem::path& dir, const std::string& key, const std::string& value) {
+  rocksdb::DB* raw = nullptr;
+  BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), dir.string(), &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  BOOST_TEST(db->Put(rocksdb::WriteOptions(), key, value).ok());
+}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(the_seed_version_example) {
@@ -276,12 +283,7 @@ BOOST_AUTO_TEST_CASE(a_data_directory_of_another_node_or_corrupt_is_refused) {
     ok(s.create("x"));
   }
   BOOST_CHECK_THROW(Store({dir / "a", "b"}), StoreError);
-  {
-    rocksdb::DB* raw = nullptr;
-    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (dir / "a").string(), &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    BOOST_TEST(db->Put(rocksdb::WriteOptions(), item_key("1a"), "\x01garbage").ok());
-  }
+  plant(dir / "a", item_key("1a"), "\x01garbage");
   try {
     Store s({dir / "a", "a"});
     BOOST_FAIL("a corrupt record was accepted");
@@ -325,12 +327,7 @@ BOOST_AUTO_TEST_CASE(a_large_store_loads_every_item_and_refuses_a_corrupt_one) {
     BOOST_TEST(s.status().items == status_before.items);
     BOOST_TEST(s.fetch(0, 10).changes.size() == 10u);
   }
-  {
-    rocksdb::DB* raw = nullptr;
-    BOOST_TEST_REQUIRE(rocksdb::DB::Open(rocksdb::Options(), (dir / "a").string(), &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    BOOST_TEST(db->Put(rocksdb::WriteOptions(), item_key("54321a"), "\x02garbage").ok());
-  }
+  plant(dir / "a", item_key("54321a"), "\x02garbage");
   try {
     Store s({dir / "a", "a"});
     BOOST_FAIL("a corrupt record was accepted");

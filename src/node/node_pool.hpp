@@ -47,7 +47,7 @@ class NodePool {
   void* allocate(std::size_t bytes) {
 #ifdef KV_NODE_POOL_OFF
     return ::operator new(bytes);
-#endif
+#else
     if (size_ == 0) size_ = round_up(bytes);
     if (round_up(bytes) != size_) return ::operator new(bytes);
     if (free_ != nullptr) {
@@ -59,18 +59,19 @@ class NodePool {
     void* p = next_;
     next_ += size_;
     return p;
+#endif
   }
 
   void deallocate(void* p, std::size_t bytes) {
 #ifdef KV_NODE_POOL_OFF
     ::operator delete(p);
-    return;
-#endif
+#else
     if (round_up(bytes) != size_) {
       ::operator delete(p);
       return;
     }
     free_ = new (p) FreeNode{free_};
+#endif
   }
 
  private:
