@@ -154,6 +154,8 @@ const std::vector<Sent> kScript = {
     {2, proto::msg::Fetch{0, 10}},           // refused: no AUTH yet
     {3, proto::msg::Auth{"wrong"}},          // refused, and noticed
     {4, proto::msg::Create{"before auth"}},  // clients need no secret by default
+    {9, proto::msg::Status{}},
+    {10, proto::msg::Status{4}},  // a syncer's claim: refused without AUTH
     {5, proto::msg::Auth{"s3cret"}},
     {6, proto::msg::Fetch{0, 10}},
     {7, proto::msg::Get{"1a"}},
@@ -175,6 +177,8 @@ std::vector<Seen> expected_script() {
       {2, kError, static_cast<int>(ErrorCode::kUnauthenticated)},
       {3, kError, static_cast<int>(ErrorCode::kUnauthenticated)},
       {4, kind(proto::msg::ItemReply{}), 0},
+      {9, kind(proto::msg::StatusReply{}), 0},
+      {10, kError, static_cast<int>(ErrorCode::kUnauthenticated)},
       {5, kind(proto::msg::Pong{}), 0},
       {6, kind(proto::msg::Changes{}), 0},
       {7, kind(proto::msg::ItemReply{}), 0},

@@ -33,8 +33,10 @@ std::vector<Request> all_requests() {
     it.version = 70 + i;
     apply.changes.push_back(StampedChange{70u + i, "b", 5u + i, it});
   }
+  apply.syncer_life = 1ull << 40;
   return {msg::Ping{},
           msg::Status{},
+          msg::Status{17},
           msg::Create{"Buy milk"},
           msg::Get{"3b"},
           msg::List{},
@@ -54,6 +56,8 @@ std::vector<Request> all_requests() {
 
 std::vector<std::pair<MsgType, Response>> all_responses() {
   NodeStatus st{"b", 0xdeadbeefcafe, 9, 7, 5, 4, 3, 2, 1, 7101, 12, 3};
+  st.memory_applied_stamp = 6;
+  st.syncer_life = 17;
   msg::Changes changes{42, {Change{40, sample_item(4), 7, 3}, Change{42, sample_item(5)}}};
   return {{MsgType::kPing, msg::Pong{}},
           {MsgType::kStatus, msg::StatusReply{st}},

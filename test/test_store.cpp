@@ -191,6 +191,34 @@ BOOST_AUTO_TEST_CASE(an_apply_that_does_not_continue_from_the_applied_stamp_is_r
   BOOST_TEST(s.status().log_id == 8u);
 }
 
+// kvsim seeds 611286 and 626894: a batch of a kvsync whose machine lost power, still in a
+// socket, reached the node after the next kvsync had read its STATUS, and moved synced_upto past
+// changes the new log never got. A syncer's STATUS claims the node for its life.
+BOOST_AUTO_TEST_CASE(an_apply_of_an_earlier_syncer_life_is_refused_once_a_later_one_claimed_it) {
+  test::TempDir dir;
+  Store s({dir / "b", "b"});
+  auto late = batch(s, 1, 0, {stamped(1, Item{"1a", "from life 4", false, false, 0}, "a", 1)});
+  late.syncer_life = 4;
+  BOOST_TEST(s.claim(5) == 5u);
+  BOOST_TEST(s.status().syncer_life == 5u);
+  const auto r = s.apply(late);
+  BOOST_TEST_REQUIRE(std::holds_alternative<Refusal>(r));
+  BOOST_TEST((std::get<Refusal>(r).code == ErrorCode::kStale));
+  BOOST_TEST(std::get<Refusal>(r).message.find("life 5") != std::string::npos);
+  BOOST_TEST((err(s.get("1a")) == ErrorCode::kNotFound));
+  BOOST_TEST(s.status().memory_applied_stamp == 0u);
+  // A claim of an earlier life loses: the answer names the later one, which stays.
+  BOOST_TEST(s.claim(3) == 5u);
+  // The same batch from life 5 (or a later one, which also takes the node) goes in.
+  late.syncer_life = 6;
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(late)));
+  BOOST_TEST(ok(s.get("1a")).title == "from life 4");
+  BOOST_TEST(s.status().syncer_life == 6u);
+  auto older = batch(s, 2, 0, {});
+  older.syncer_life = 5;
+  BOOST_TEST((std::get<Refusal>(s.apply(older)).code == ErrorCode::kStale));
+}
+
 BOOST_AUTO_TEST_CASE(an_unsynced_local_change_wins_over_an_earlier_stamped_update) {
   test::TempDir dir;
   Store s({dir / "a", "a"});
@@ -443,8 +471,24 @@ BOOST_AUTO_TEST_CASE(session_marks_say_what_the_node_holds_and_go_with_a_full_re
   have.clear();
   BOOST_TEST((s.session(want, have) == SessionState::kBehind));
 
+  // Taking a rebuilt log (adopt, a new log id) drops them too: they describe the old log's
+  // stamps, and the new log's catch-up may count a change of this node as synced a batch before
+  // the value that beat it (kvsim seed 604179).
+  auto again = batch(s, 1, 0, {});
+  again.marks = {{"a", a_incarnation, 5}};
+  again.marks_current = true;
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(again)));
+  BOOST_TEST((s.session(want, have) == SessionState::kCaughtUp));
+  auto adopt = batch(s, 1, 0, {});
+  adopt.log_id = 99;
+  adopt.adopt = true;
+  BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(adopt)));
+  have.clear();
+  BOOST_TEST((s.session(want, have) == SessionState::kBehind));
+
   // A lower mark (a node restored from an older copy) is taken as it comes.
   auto lower = batch(s, 1, 0, {});
+  lower.log_id = 99;
   lower.marks = {{"a", a_incarnation, 3}};
   lower.marks_current = true;
   BOOST_TEST_REQUIRE(std::holds_alternative<proto::msg::Applied>(s.apply(lower)));

@@ -84,6 +84,8 @@ struct NodeStatus {
   // `applied_stamp` and `synced_upto` above are durable; this is what memory holds (ahead
   // while an APPLY is being committed).
   std::uint64_t memory_applied_stamp = 0;
+  // The latest syncer life that claimed the node since it started (docs/sync.md, "Syncer lives").
+  std::uint64_t syncer_life = 0;
 
   friend bool operator==(const NodeStatus&, const NodeStatus&) = default;
 };

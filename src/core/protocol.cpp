@@ -207,7 +207,9 @@ MsgType type_of(const Request& req) {
 
 namespace {
 void write_payload(Writer& w, const msg::Ping&) {}
-void write_payload(Writer& w, const msg::Status&) {}
+void write_payload(Writer& w, const msg::Status& m) {
+  w.varint(m.syncer_life);
+}
 void write_payload(Writer& w, const msg::Auth& m) {
   w.str(m.secret);
 }
@@ -272,6 +274,7 @@ void write_payload(Writer& w, const msg::Apply& m) {
   w.varint(m.after_stamp);
   w.varint(m.log_id);
   w.varint(m.incarnation);
+  w.varint(m.syncer_life);
 }
 void write_payload(Writer& w, const msg::Dump& m) {
   w.str(m.after);
@@ -304,6 +307,7 @@ void write_payload(Writer& w, const msg::StatusReply& m) {
   w.varint(s.digest);
   w.varint(s.digest_stamp);
   w.varint(s.memory_applied_stamp);
+  w.varint(s.syncer_life);
 }
 void write_payload(Writer& w, const msg::ItemReply& m) {
   w.item(m.item);
@@ -385,7 +389,7 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
     case MsgType::kPing:
       return msg::Ping{};
     case MsgType::kStatus:
-      return msg::Status{};
+      return msg::Status{r.varint()};
     case MsgType::kAuth:
       return msg::Auth{r.str(kMaxSecretBytes)};
     case MsgType::kList: {
@@ -446,6 +450,7 @@ std::optional<Request> read_request(MsgType type, Reader& r, std::size_t size) {
       m.after_stamp = r.varint();
       m.log_id = r.varint();
       m.incarnation = r.varint();
+      m.syncer_life = r.varint();
       return m;
     }
     case MsgType::kDump: {
@@ -484,6 +489,7 @@ std::optional<Response> read_response(MsgType type, Reader& r, std::size_t size)
       s.digest = r.varint();
       s.digest_stamp = r.varint();
       s.memory_applied_stamp = r.varint();
+      s.syncer_life = r.varint();
       return msg::StatusReply{std::move(s)};
     }
     case MsgType::kCreate:

@@ -153,7 +153,12 @@ namespace msg {
 struct Ping {
   friend bool operator==(const Ping&, const Ping&) = default;
 };
+// The node's state. A syncer sends its life (a number that grows with every start of kvsync):
+// the node then refuses APPLYs of any older life from now on, so that one still in a socket of a
+// syncer that is gone cannot change what the new one was just told (docs/sync.md, "Syncer
+// lives"). 0: a plain question (kvcli).
 struct Status {
+  std::uint64_t syncer_life = 0;
   friend bool operator==(const Status&, const Status&) = default;
 };
 // Presents the cluster secret for this connection (docs/security.md).
@@ -234,6 +239,8 @@ struct Apply {
   bool rebirth = false;
   bool adopt = false;  // the node takes this log as its own (after the log was rebuilt)
   bool hold = false;   // the node keeps its write fence (a rebuild's claim: no id floor yet)
+  // The life of the kvsync that sent it: refused (kStale) once a later life claimed the node.
+  std::uint64_t syncer_life = 0;
   friend bool operator==(const Apply&, const Apply&) = default;
 };
 

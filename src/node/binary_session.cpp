@@ -17,13 +17,16 @@ constexpr std::size_t kInitialBuffer = 64 * 1024;
 // --client-auth everything but PING and AUTH does.
 std::optional<Error> refusal(const SessionRules& rules, bool authed, const proto::Request& req) {
   if (rules.secret.empty() || authed) return std::nullopt;
+  // A STATUS that names a syncer life claims the node for that syncer.
+  const auto* status = std::get_if<proto::msg::Status>(&req);
   const bool sync_op = std::holds_alternative<proto::msg::Fetch>(req) ||
                        std::holds_alternative<proto::msg::Apply>(req) ||
-                       std::holds_alternative<proto::msg::Dump>(req);
+                       std::holds_alternative<proto::msg::Dump>(req) ||
+                       (status && status->syncer_life != 0);
   if (sync_op) {
     return Error{proto::ErrorCode::kUnauthenticated,
-                 "FETCH, APPLY and DUMP need the cluster secret: send AUTH first (kvsync "
-                 "--secret-file FILE)"};
+                 "FETCH, APPLY, DUMP and a syncer's STATUS need the cluster secret: send AUTH "
+                 "first (kvsync --secret-file FILE)"};
   }
   if (rules.client_auth && !std::holds_alternative<proto::msg::Ping>(req)) {
     return Error{proto::ErrorCode::kUnauthenticated,

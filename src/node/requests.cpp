@@ -37,6 +37,7 @@ Answer answer(Store& store, proto::Request& req, const ServerFacts& facts) {
         if constexpr (std::is_same_v<T, proto::msg::Ping>) {
           return proto::msg::Pong{};
         } else if constexpr (std::is_same_v<T, proto::msg::Status>) {
+          if (m.syncer_life != 0) store.claim(m.syncer_life);
           NodeStatus status = store.status();
           status.http_port = facts.http_port;
           status.subscribers = facts.subscribers;

@@ -99,6 +99,9 @@ struct Store::Impl {
   // The syncer log's cursors as of the applied stamp (Apply::marks, kept on disk): what a syncer
   // rebuilding a lost log needs to know of which changes it must not fetch again.
   std::map<std::string, SessionMark, std::less<>> log_cursors;
+  // The latest syncer life that claimed this node (docs/sync.md, "Syncer lives"). Memory only:
+  // an APPLY of an older life can only sit in a connection of this very process.
+  std::uint64_t syncer_life = 0;
   bool fenced = false;    // client writes wait for the first APPLY (StoreOptions::await_syncer)
   bool degraded = false;  // the database could not be reopened after a failed write
   std::chrono::steady_clock::time_point last_recovery;
@@ -680,10 +683,16 @@ proto::msg::Changes Store::fetch(std::uint64_t after_seq, std::uint64_t limit) c
   return out;
 }
 
+std::uint64_t Store::claim(std::uint64_t syncer_life) {
+  impl_->syncer_life = std::max(impl_->syncer_life, syncer_life);
+  return impl_->syncer_life;
+}
+
 Result<proto::msg::Applied> Store::apply(const proto::msg::Apply& batch) {
   auto& im = *impl_;
   if (auto e = im.recover_or_refuse()) return *e;
   if (auto e = im.check_apply(batch)) return *e;
+  im.syncer_life = std::max(im.syncer_life, batch.syncer_life);
   storage::Batch wb;
   Meta next = im.next_meta(batch, wb);
   Impl::Decided decided = im.decide(batch, next);
@@ -718,6 +727,15 @@ std::optional<Refusal> Store::Impl::check_apply(const proto::msg::Apply& batch) 
                                           "'s data directory (incarnation " +
                                           std::to_string(batch.incarnation) + "); refused"};
   }
+  // Sent by a kvsync that is gone: a later one has claimed the node since, and what it was told
+  // then must stay true (kvsim seeds 611286 and 626894: an APPLY of a syncer whose machine lost
+  // power moved synced_upto past changes the new log never got).
+  if (batch.syncer_life < syncer_life) {
+    return Refusal{ErrorCode::kStale, "this APPLY comes from kvsync life " +
+                                          std::to_string(batch.syncer_life) + ", but life " +
+                                          std::to_string(syncer_life) + " has claimed node " +
+                                          meta.name + " since; refused"};
+  }
   if (batch.after_stamp != meta.applied_stamp) {
     return Refusal{ErrorCode::kStale,
                    "this APPLY continues from stamp " + std::to_string(batch.after_stamp) +
@@ -743,6 +761,12 @@ Meta Store::Impl::next_meta(const proto::msg::Apply& batch, storage::Batch& wb) 
     // from the log (issue 10, problem 3).
     next.incarnation = random();
     next.synced_upto = next.seq;
+  }
+  if (batch.adopt && batch.log_id != meta.log_id) {
+    // Marks describe the old log's stamps. Catching up from a rebuilt log, a change of this
+    // node's counts as synced from the first batch on, while the value that beat it may come
+    // in a later one (kvsim seed 604179): no session marks until the new log sends its own.
+    marks.clear();
   }
   if (batch.reset) {
     // What this node held of other nodes' changes goes with the items: no marks until the
@@ -973,6 +997,7 @@ NodeStatus Store::status() const {
   s.applied_stamp = impl_->durable.applied_stamp;
   s.synced_upto = impl_->durable.synced_upto;
   s.memory_applied_stamp = m.applied_stamp;
+  s.syncer_life = impl_->syncer_life;
   s.max_id_number = m.max_id_number;
   s.log_id = m.log_id;
   s.purged_upto = m.purged_upto;

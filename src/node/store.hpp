@@ -133,6 +133,10 @@ class Store {
   // Sync operations.
   proto::msg::Changes fetch(std::uint64_t after_seq, std::uint64_t limit) const;
   Result<proto::msg::Applied> apply(const proto::msg::Apply& batch);
+  // A syncer's STATUS names its life: from now on APPLYs of older lives are refused (docs/sync.md,
+  // "Syncer lives"). Returns the latest life that claimed the node (above `syncer_life`: the
+  // claim lost to a later syncer).
+  std::uint64_t claim(std::uint64_t syncer_life);
   // One page of the stamped values (DUMP: a syncer rebuilding a lost log).
   proto::msg::Dumped dump_stamped(std::string_view after, std::uint64_t limit) const;
 

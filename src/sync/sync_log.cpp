@@ -160,6 +160,9 @@ SyncLog::SyncLog(SyncLogOptions options) : impl_(std::make_unique<Impl>()) {
   // this boot had written without syncing.
   impl_->meta.open = true;
   impl_->meta.boot = impl_->boot;
+  // A new life for this process, durable (the write below syncs) before any node hears of it: a
+  // life number handed out again could not tell this syncer's APPLYs from a dead one's.
+  ++impl_->meta.life;
   storage::Batch b;
   impl_->put_meta(b, impl_->meta);
   impl_->write(b, true);
@@ -196,6 +199,13 @@ std::uint64_t SyncLog::begin_rebuild() {
   const std::uint64_t id = im.random() | 1;
   im.update_meta([id](LogMeta& m) { m.rebuild_id = id; });
   return id;
+}
+std::uint64_t SyncLog::life() const {
+  return impl_->meta.life;
+}
+void SyncLog::raise_life(std::uint64_t above) {
+  if (impl_->meta.life > above) return;
+  impl_->update_meta([above](LogMeta& m) { m.life = above + 1; });
 }
 bool SyncLog::fresh() const {
   return impl_->meta.counter == 0 && impl_->nodes.empty() && impl_->latest.empty();
@@ -564,7 +574,8 @@ void SyncLog::rebuild(const Rebuilt& r) {
                true,
                0,
                false,
-               im.boot};
+               im.boot,
+               im.meta.life};
   for (const auto& e : r.entries) {
     b.Put(std::string(kEntryPrefix) + e.item.id, encode_entry(e));
     if (auto n = item_id_number(e.item.id)) meta.max_id_number = std::max(meta.max_id_number, *n);

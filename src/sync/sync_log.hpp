@@ -55,6 +55,13 @@ class SyncLog {
   // Starts a rebuild: picks its id (or keeps the one of a rebuild a crash interrupted) and
   // stores it, durably, before any node is told to take it.
   std::uint64_t begin_rebuild();
+  // This process's syncer life (docs/sync.md, "Syncer lives"): one more than the last open's,
+  // durable since the open. A node refuses APPLYs of a life older than the latest that claimed
+  // it (its STATUS).
+  std::uint64_t life() const;
+  // A node was claimed by life `above` (another kvsync, or this log is a copy that missed
+  // lives): takes a later life, durably.
+  void raise_life(std::uint64_t above);
   // True when the log knows no stamp and no node (just created, or never used).
   bool fresh() const;
   // False when the process that had it open before did not close it cleanly (a crash).

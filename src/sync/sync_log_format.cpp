@@ -30,6 +30,7 @@ std::string encode_meta(const LogMeta& m) {
   w.varint(m.rebuild_id);
   w.u8(m.unverified ? 1 : 0);
   w.str(m.boot);
+  w.varint(m.life);
   return out;
 }
 
@@ -51,6 +52,7 @@ std::optional<LogMeta> decode_meta(std::string_view bytes) {
     if (unverified > 1) return std::nullopt;
     m.unverified = unverified == 1;
     if (!r.at_end()) m.boot = r.str(kMaxBootBytes);
+    if (!r.at_end()) m.life = r.varint();
   }
   if (!r.done() || m.purged_upto > m.counter) return std::nullopt;
   return m;

@@ -38,6 +38,9 @@ struct LogMeta {
   // open by a process that crashed on this same boot lost nothing: every write had reached the
   // kernel. Left open on another boot, its unsynced tail may be gone (a power loss).
   std::string boot;
+  // Grows by one at every open, durably before any node hears of it (docs/sync.md, "Syncer
+  // lives"); raised past a node's when that node reports a later one.
+  std::uint64_t life = 0;
   friend bool operator==(const LogMeta&, const LogMeta&) = default;
 };
 std::string encode_meta(const LogMeta& m);

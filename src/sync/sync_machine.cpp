@@ -46,6 +46,16 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
                     "' like the node at " + links_[j].view.address + "; node names must differ");
     }
   }
+  if (st.syncer_life > log_.life()) {
+    // The node took a claim of a later life than ours: another kvsync runs against it, or this
+    // log is a copy that missed lives. Its APPLYs would be refused: take a later life.
+    const std::uint64_t theirs = st.syncer_life;
+    log_.raise_life(theirs);
+    return refuse("node " + st.name + " was claimed by kvsync life " + std::to_string(theirs) +
+                  ", later than this one's (another kvsync runs against it, or this log is a "
+                  "copy that missed lives); connecting again as life " +
+                  std::to_string(log_.life()));
+  }
   if (rebuild_ || needs_rebuild(st)) {
     gather_for_rebuild(link, st, verdict);
     return verdict;
@@ -406,6 +416,7 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
     claim.adopt = true;
     claim.hold = true;
     claim.incarnation = link.view.status.incarnation;
+    claim.syncer_life = log_.life();
     link.in_flight.push_back({claim, 0});
     return claim;
   }
@@ -444,6 +455,7 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   batch.rebirth = link.needs_rebirth;
   batch.after_stamp = link.node_applied;
   batch.incarnation = st.incarnation;
+  batch.syncer_life = log_.life();
   batch.stamp_high = log_.counter();
   // Every node's cursor as of upto_stamp, which the node keeps (should the log be lost); up to
   // the latest stamp, the node now holds every node's changes up to them (session marks).

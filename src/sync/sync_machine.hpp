@@ -92,8 +92,12 @@ class SyncMachine {
   const LinkView& link(std::size_t i) const { return links_[i].view; }
   const SyncLog& log() const { return log_; }
 
+  // The STATUS that opens a link: it claims the node for this syncer's life, so that the node
+  // refuses APPLYs of earlier lives from then on (docs/sync.md, "Syncer lives").
+  proto::msg::Status claim() const { return proto::msg::Status{log_.life()}; }
   // The connection to link `i` answered STATUS. Unless refused, the link is up and its fetcher
-  // and sender have work.
+  // and sender have work. Refused when a later life holds the node: the log takes a later one
+  // first, and the next connection claims it with that.
   StatusVerdict on_status(std::size_t i, const NodeStatus& status);
   // The link's connection failed or was lost (or never came up). Every request in flight on it
   // is forgotten. Returns how long to wait before connecting again.

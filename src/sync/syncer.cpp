@@ -224,7 +224,7 @@ void Syncer::stop() {
 asio::awaitable<void> Syncer::run(std::function<void()> on_all_connected) {
   impl_->on_all_connected = std::move(on_all_connected);
   KV_LOG(info) << "syncer log: stamp " << impl_->log.counter() << ", " << impl_->log.size()
-               << " items";
+               << " items, life " << impl_->log.life();
   // One coroutine per link; none of them returns unless cancelled.
   auto ex = co_await asio::this_coro::executor;
   auto remaining = std::make_shared<std::size_t>(impl_->links.size() + 1);
@@ -249,7 +249,7 @@ asio::awaitable<void> Syncer::Impl::run_link(std::size_t i) {
       co_await link.client.connect(host, port, options.call_timeout);
       co_await link.fetcher.connect(host, port, options.call_timeout);
       auto st = expect<proto::msg::StatusReply>(
-                    co_await link.client.call(proto::msg::Status{}, options.call_timeout), "STATUS")
+                    co_await link.client.call(machine.claim(), options.call_timeout), "STATUS")
                     .status;
       // Decided before the next co_await, so two links cannot both take one name.
       auto verdict = machine.on_status(i, st);

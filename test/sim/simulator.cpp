@@ -630,6 +630,8 @@ class World {
   void connect(std::size_t i) {
     Syncer& s = syncer_;
     const std::size_t n = s.nodes[i];
+    // STATUS claims the node for the syncer's life, in the same step as the node reads it.
+    nodes_[n].store->claim(s.machine->claim().syncer_life);
     const NodeStatus st = nodes_[n].store->status();
     Conn c;
     c.id = next_conn_++;
