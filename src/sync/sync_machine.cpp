@@ -422,15 +422,21 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   }
   if (!vouched_) return std::nullopt;  // the log may not know the stamps the node holds
   const auto& st = link.view.status;
-  // Only durable stamps go out: a batch of a syncer that died may still reach a node long after
-  // (held in a socket), and a stamp its log lost to a power loss would be handed out again
-  // (docs/sync.md, "The syncer's fsync"; kvsim seed 326168).
-  const std::uint64_t cap = log_.durable_stamp();
+  // Stamps go out before the log's fsync (docs/sync.md, "The syncer's fsync"): one a power loss
+  // takes back is in the state the next syncer life reads from the nodes before it stamps, and
+  // a batch still on its way after that is refused (syncer lives). What tells a node that
+  // changes are in the log, its synced_upto and session marks, waits until the disk has it.
+  const bool durable = log_.durable_stamp() >= log_.counter();
   const std::uint64_t durable_cursor = log_.durable_cursor(st.name, st.incarnation);
+  // But a node's own changes come back to it only with the synced_upto that covers them: a value
+  // of its own it got without, it keeps as a pending change, stamped as it was before (kvsim
+  // seed 226), and nothing sends the item again once synced_upto comes.
+  const std::uint64_t cap = durable_cursor >= log_.cursor(st.name, st.incarnation)
+                                ? log_.counter()
+                                : log_.durable_stamp();
   // Session marks go with a batch up to the latest stamp: not before the node may have them all.
-  const bool marks_due =
-      link.marks_sent != log_.marks_version() && marks_settled() && cap >= log_.counter();
-  const bool new_stamps = link.send_from < std::min(cap, log_.counter());
+  const bool marks_due = link.marks_sent != log_.marks_version() && marks_settled() && durable;
+  const bool new_stamps = link.send_from < cap;
   if (link.greeted && !link.needs_reset && !new_stamps && link.view.synced_upto >= durable_cursor &&
       link.purge_sent >= log_.purged_upto() && !marks_due) {
     return std::nullopt;
@@ -468,7 +474,7 @@ std::optional<proto::msg::Apply> SyncMachine::next_apply(std::size_t i) {
   // replaced by one built later, from a log that has moved values to later stamps, and this one
   // could still arrive after it (kvsim seed 328805: a mark claimed a write the node lacked).
   batch.marks_current =
-      batch.upto_stamp >= log_.counter() && marks_settled() && link.in_flight.empty();
+      batch.upto_stamp >= log_.counter() && durable && marks_settled() && link.in_flight.empty();
   Link::Sent sent{batch, batch.marks_current ? log_.marks_version() : 0};
   sent.envelope.changes.clear();
   sent.envelope.marks.clear();
