@@ -70,12 +70,21 @@ struct Store::Impl {
   std::set<std::pair<std::uint64_t, std::string>> tombstones;
   // Every change to `items` goes through put() and erase(), which keep `tombstones` in step.
   void put(const std::string& id, Record rec) {
-    auto [it, fresh] = items.try_emplace(id);
-    if (!fresh && it->second.deleted) tombstones.erase({it->second.stamp, id});
-    if (!fresh) forget_digest(id, it->second);
+    const auto at = items.lower_bound(id);
+    put_at(at, at != items.end() && at->first == id, id, std::move(rec));
+  }
+  // put() where the caller has looked `id` up already: `at` is its element when `exists`, else
+  // where it goes (lower_bound). One lookup per stamped change in a catch-up of millions.
+  void put_at(ItemMap::iterator at, bool exists, const std::string& id, Record rec) {
+    if (!exists) {
+      at = items.emplace_hint(at, id, Record{});
+    } else {
+      if (at->second.deleted) tombstones.erase({at->second.stamp, id});
+      forget_digest(id, at->second);
+    }
     if (rec.deleted) tombstones.emplace(rec.stamp, id);
-    it->second = std::move(rec);
-    add_digest(id, it->second);
+    at->second = std::move(rec);
+    add_digest(id, at->second);
   }
   void erase(const std::string& id) {
     auto it = items.find(id);
@@ -190,10 +199,18 @@ struct Store::Impl {
   std::optional<Refusal> check_apply(const proto::msg::Apply& batch) const;
   Meta next_meta(const proto::msg::Apply& batch, storage::Batch& wb);
   struct Decided {
-    std::map<std::string, Record> changed;  // the items the batch changes, as they become
+    // The items the batch changes, as they become, each once, with where the item is in
+    // `items` (decide() looks each up once; nothing erases items before commit_apply()).
+    struct Chosen {
+      const std::string* id;  // in the batch
+      Record record;
+      ItemMap::iterator at;  // the item, or (when !exists) where it goes
+      bool exists = false;
+    };
+    std::vector<Chosen> changed;
     std::vector<StoreEvent> events;
   };
-  Decided decide(const proto::msg::Apply& batch, Meta& next) const;
+  Decided decide(const proto::msg::Apply& batch, Meta& next);
   Result<proto::msg::Applied> commit_apply(const proto::msg::Apply& batch, const Meta& next,
                                            Decided decided, storage::Batch& wb);
 };
@@ -794,16 +811,25 @@ Meta Store::Impl::next_meta(const proto::msg::Apply& batch, storage::Batch& wb) 
 
 // Every change of the batch against the state as the batch sees it (an earlier change in the
 // same batch included): what rule R makes of each, nothing written yet.
-Store::Impl::Decided Store::Impl::decide(const proto::msg::Apply& batch, Meta& next) const {
+Store::Impl::Decided Store::Impl::decide(const proto::msg::Apply& batch, Meta& next) {
   Decided out;
   auto& changed = out.changed;
-  auto current = [&](const std::string& id) -> const Record* {
-    if (auto it = changed.find(id); it != changed.end()) return &it->second;
-    if (auto it = items.find(id); it != items.end()) return &it->second;
-    return nullptr;
-  };
+  changed.reserve(batch.changes.size());
+  // An id a batch names twice (the syncer never sends one, but a batch is input): the second
+  // sees what the first chose.
+  std::unordered_map<std::string_view, std::size_t> chosen;
   for (const auto& c : batch.changes) {
-    const Record* rec = current(c.item.id);
+    const auto again = chosen.find(c.item.id);
+    ItemMap::iterator at;
+    bool exists = false;
+    const Record* rec = nullptr;
+    if (again != chosen.end()) {
+      rec = &changed[again->second].record;
+    } else {
+      at = items.lower_bound(c.item.id);
+      exists = at != items.end() && at->first == c.item.id;
+      if (exists) rec = &at->second;
+    }
     if (!stamped_change_applies(rec, c.item.deleted, c.stamp, next.synced_upto)) continue;
     const char* op = !rec ? "create" : c.item.deleted ? "delete" : "update";
     Record r;
@@ -817,7 +843,12 @@ Store::Impl::Decided Store::Impl::decide(const proto::msg::Apply& batch, Meta& n
     if (auto n = item_id_number(c.item.id)) next.max_id_number = std::max(next.max_id_number, *n);
     out.events.push_back(
         StoreEvent{StoreEvent::Kind::kSynced, op, visible(c.item.id, r), 0, c.stamp, c.origin});
-    changed[c.item.id] = std::move(r);
+    if (again != chosen.end()) {
+      changed[again->second].record = std::move(r);
+    } else {
+      chosen.emplace(c.item.id, changed.size());
+      changed.push_back({&c.item.id, std::move(r), at, exists});
+    }
   }
   return out;
 }
@@ -835,10 +866,9 @@ Result<proto::msg::Applied> Store::Impl::commit_apply(const proto::msg::Apply& b
   for (auto it = changelog.begin(); it != changelog.end() && it->first <= next.synced_upto; ++it) {
     drop.push_back(it->first);
   }
-  for (const auto& [id, r] : changed) {
-    auto it = items.find(id);
-    if (it == items.end() || it->second.local_seq <= next.synced_upto) continue;
-    if (auto of = changes_of.find(id); of != changes_of.end()) {
+  for (const auto& ch : changed) {
+    if (!ch.exists || ch.at->second.local_seq <= next.synced_upto) continue;
+    if (auto of = changes_of.find(*ch.id); of != changes_of.end()) {
       for (auto seq : of->second) {
         if (seq > next.synced_upto) drop.push_back(seq);
       }
@@ -848,9 +878,9 @@ Result<proto::msg::Applied> Store::Impl::commit_apply(const proto::msg::Apply& b
     wb.Delete(change_key(seq));
     unlog_change(seq);
   }
-  for (auto& [id, r] : changed) {
-    wb.Put(item_key(id), encode_record(r));
-    put(id, std::move(r));
+  for (auto& ch : changed) {
+    wb.Put(item_key(*ch.id), encode_record(ch.record));
+    put_at(ch.at, ch.exists, *ch.id, std::move(ch.record));
   }
   // Compaction: tombstones every node has applied go, unless a local change is still pending.
   std::vector<std::string> purge;
