@@ -457,6 +457,23 @@ BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_sync
   ::close(fd);
 }
 
+// A node builds a notification only for a topic someone subscribed to (Hub::wants): a
+// subscriber of every topic still gets the synced ones.
+BOOST_AUTO_TEST_CASE(a_subscriber_of_every_topic_sees_synced_changes) {
+  Cluster c(2);
+  const int fd = connect_loopback(c.node(1).http_port, 5);
+  BOOST_TEST_REQUIRE(fd >= 0);
+  auto rest = ws_handshake(fd, "/ws");
+  BOOST_TEST_REQUIRE(rest.has_value());
+  std::string buf = *rest;
+  BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
+  c.cli({"--route", "1", "create", "seen as synced"});
+  const std::string next = read_ws_text(fd, buf);
+  BOOST_TEST(next.find("\"type\":\"synced\"") != std::string::npos, next);
+  BOOST_TEST(next.find("seen as synced") != std::string::npos, next);
+  ::close(fd);
+}
+
 namespace {
 // Reads WebSocket frames from the server on `fd` (text frames skipped) until a close frame;
 // returns its payload (be16 code, then the reason), or nullopt if the connection ended first.

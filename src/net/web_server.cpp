@@ -92,6 +92,13 @@ void Hub::publish(std::shared_ptr<const std::string> message, unsigned topics) {
   }
 }
 
+bool Hub::wants(unsigned topics) const {
+  for (const auto& sub : impl_->subscribers) {
+    if (!sub->closing && (sub->topics & topics) != 0) return true;
+  }
+  return false;
+}
+
 void Hub::close_all(std::string_view reason) {
   for (const auto& sub : impl_->subscribers) {
     if (sub->closing) continue;

@@ -80,6 +80,8 @@ class Hub {
   Hub();
   ~Hub();
   void publish(std::shared_ptr<const std::string> message, unsigned topics = ~0u);
+  // Whether a message on `topics` would reach anyone now: a publisher may skip building it.
+  bool wants(unsigned topics) const;
   std::size_t subscribers() const;
   std::size_t queued() const;       // messages waiting in all queues
   std::uint64_t dropped() const;    // subscribers dropped for overflowing

@@ -157,9 +157,12 @@ void publish_changes(kv::node::Store& store, kv::web::Hub& hub, kv::metrics::Reg
   auto& notified = metrics.counter("kv_notifications_total",
                                    "Change notifications published to WebSocket subscribers");
   store.set_observer([&hub, &notified, name](const kv::node::StoreEvent& e) {
+    const bool local = e.kind == kv::node::StoreEvent::Kind::kLocal;
+    const unsigned topic = local ? kv::node::kTopicLocal : kv::node::kTopicSynced;
+    // A catch-up of a million stamped changes with nobody watching them builds no JSON.
+    if (!hub.wants(topic)) return;
     kv::Notification n;
-    n.kind = e.kind == kv::node::StoreEvent::Kind::kLocal ? kv::Notification::Kind::kLocal
-                                                          : kv::Notification::Kind::kSynced;
+    n.kind = local ? kv::Notification::Kind::kLocal : kv::Notification::Kind::kSynced;
     n.node = name;
     n.op = e.op;
     n.item = e.item;
@@ -168,9 +171,7 @@ void publish_changes(kv::node::Store& store, kv::web::Hub& hub, kv::metrics::Reg
     n.origin = e.origin;
     KV_LOG(debug) << to_string(n.kind) << " " << e.op << " " << e.item.id << " v" << e.item.version;
     notified.inc();
-    hub.publish(
-        std::make_shared<const std::string>(kv::to_json(n)),
-        n.kind == kv::Notification::Kind::kLocal ? kv::node::kTopicLocal : kv::node::kTopicSynced);
+    hub.publish(std::make_shared<const std::string>(kv::to_json(n)), topic);
   });
 }
 
