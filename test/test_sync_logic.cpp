@@ -517,3 +517,46 @@ BOOST_AUTO_TEST_CASE(a_syncer_behind_a_nodes_claim_takes_a_later_life_and_connec
   same_everywhere(c, 2);
   BOOST_TEST(c.node(0).list().size() == 1u);
 }
+
+// kvsim seed 822509: a DUMP (a syncer rebuilding a lost log) left out an item for its pending
+// local change, and that change's commit then failed (a full disk): memory went back to the
+// stamped value, which the rebuilt log never got, and the node's cursor said it had it. A DUMP
+// is now answered once what it read is durable, and with the error if that failed.
+BOOST_AUTO_TEST_CASE(a_dump_waits_until_what_it_read_is_durable_and_fails_with_it) {
+  sim::MemDisk disk;
+  node::StoreOptions o;
+  o.dir = "/a";
+  o.name = "a";
+  o.sync_writes = true;
+  o.background_commit = true;
+  o.seams.disk = &disk;
+  o.seams.manual_commit = true;
+  node::Store s(o);
+  proto::msg::Apply batch;
+  batch.upto_stamp = 1;
+  batch.changes = {StampedChange{1, "b", 1, Item{"5b", "stamped", false, false, 1}}};
+  proto::Request req = batch;
+  BOOST_TEST_REQUIRE(
+      std::holds_alternative<proto::msg::Applied>(node::answer(s, req, {}).response));
+  BOOST_TEST_REQUIRE(s.commit_next(1));
+  // Nothing pending: answered at once, with the stamped value.
+  proto::Request dump = proto::msg::Dump{};
+  auto a = node::answer(s, dump, {});
+  BOOST_TEST(a.commit.empty());
+  BOOST_TEST(std::get<proto::msg::Dumped>(a.response).items.size() == 1u);
+
+  ok(s.update({"5b", std::nullopt, std::string("pending")}));
+  a = node::answer(s, dump, {});
+  BOOST_TEST(std::get<proto::msg::Dumped>(a.response).items.empty(), "a pending item is left out");
+  BOOST_TEST_REQUIRE(!a.commit.empty());
+  BOOST_TEST(!s.completed(a.commit), "answered before the change it left out for is durable");
+  disk.volume("/a").full = true;
+  s.commit_next(1);  // the update fails: memory goes back to the disk
+  BOOST_TEST_REQUIRE(s.completed(a.commit));
+  BOOST_TEST(s.outcome(a.commit).has_value(), "a page that no longer holds was answered");
+  disk.volume("/a").full = false;
+  BOOST_TEST(ok(s.get("5b")).title == "stamped");
+  a = node::answer(s, dump, {});
+  BOOST_TEST(a.commit.empty());
+  BOOST_TEST(std::get<proto::msg::Dumped>(a.response).items.size() == 1u);
+}

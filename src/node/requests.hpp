@@ -18,8 +18,9 @@ struct ServerFacts {
 
 struct Answer {
   proto::Response response;
-  // The change the request made (empty: none). Its answer may go out only once the store has
-  // completed it, and becomes Store::outcome's error if its commit failed.
+  // The change the request made (empty: none), or for a DUMP the latest change it read. Its
+  // answer may go out only once the store has completed it, and becomes Store::outcome's error
+  // if its commit failed.
   Commit commit;
 };
 
