@@ -436,16 +436,27 @@ std::string read_ws_text(int fd, std::string& buf) {
   auto f = read_ws_frame(fd, buf);
   return f ? f->payload : std::string();
 }
+
+// A WebSocket subscription to the node's `path`, past its hello: the socket and what was read
+// beyond the handshake (fd -1 when it failed).
+std::pair<int, std::string> subscribe(std::uint16_t http_port, const std::string& path) {
+  const int fd = connect_loopback(http_port, 5);
+  if (fd < 0) return {-1, ""};
+  auto rest = ws_handshake(fd, path);
+  if (!rest) {
+    ::close(fd);
+    return {-1, ""};
+  }
+  std::string buf = *rest;
+  BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
+  return {fd, buf};
+}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_synced_ones) {
   Cluster c(2);
-  const int fd = connect_loopback(c.node(1).http_port, 5);
+  auto [fd, buf] = subscribe(c.node(1).http_port, "/ws?only=local");
   BOOST_TEST_REQUIRE(fd >= 0);
-  auto rest = ws_handshake(fd, "/ws?only=local");
-  BOOST_TEST_REQUIRE(rest.has_value());
-  std::string buf = *rest;
-  BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
   // A change on node 1 reaches node 2 as a synced change: not for this subscriber.
   c.cli({"--route", "1", "create", "from node one"});
   BOOST_TEST(wait_until([&] { return c.items_on(2).size() == 1; }));
@@ -461,12 +472,8 @@ BOOST_AUTO_TEST_CASE(a_local_only_subscriber_sees_clients_changes_and_never_sync
 // subscriber of every topic still gets the synced ones.
 BOOST_AUTO_TEST_CASE(a_subscriber_of_every_topic_sees_synced_changes) {
   Cluster c(2);
-  const int fd = connect_loopback(c.node(1).http_port, 5);
+  auto [fd, buf] = subscribe(c.node(1).http_port, "/ws");
   BOOST_TEST_REQUIRE(fd >= 0);
-  auto rest = ws_handshake(fd, "/ws");
-  BOOST_TEST_REQUIRE(rest.has_value());
-  std::string buf = *rest;
-  BOOST_TEST(read_ws_text(fd, buf).find("\"type\":\"hello\"") != std::string::npos);
   c.cli({"--route", "1", "create", "seen as synced"});
   const std::string next = read_ws_text(fd, buf);
   BOOST_TEST(next.find("\"type\":\"synced\"") != std::string::npos, next);
