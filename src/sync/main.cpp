@@ -103,8 +103,8 @@ std::optional<int> parse(int argc, char** argv, Config& c) {
      "wiped; if it comes back it is resynced from scratch. Also: kvsync forget-node NAME --data "
      "DIR")
     ("durability", po::value(&durability)->default_value("sync"),
-     "sync: fsync each stamp before fanning it out (on a thread of its own); async: leave it to "
-     "the OS")
+     "sync: fsync each stamp (on a thread of its own) before a node hears that its own changes "
+     "are in the log; the other nodes get the stamp at once; async: leave it to the OS")
     ("fetch-limit", po::value(&options.fetch_limit)->default_value(options.fetch_limit),
      "changes fetched from a node in one request")
     ("batch-limit", po::value(&options.batch_limit)->default_value(options.batch_limit),
