@@ -14,13 +14,17 @@ SyncMachine::SyncMachine(SyncLog& log, std::vector<std::string> addresses, Machi
   // the next start (found by kvsim, seed 200).
   if (options_.restored_log || log_.may_have_lost_writes()) log_.set_unverified(true);
   vouched_ = !log_.unverified();
-  // A rebuild a crash interrupted goes on: the nodes it claimed carry its id.
-  if (log_.rebuild_id() != 0) vouched_ = false;
   for (auto& a : addresses) {
     Link l;
     l.view.address = std::move(a);
     l.backoff = options_.backoff_initial;
     links_.push_back(std::move(l));
+  }
+  // A rebuild a crash interrupted goes on, whether or not a node took its claim yet: what
+  // decided it (a node claimed by a later life) may not show again.
+  if (log_.rebuild_id() != 0) {
+    vouched_ = false;
+    start_rebuild();
   }
 }
 
@@ -47,10 +51,20 @@ StatusVerdict SyncMachine::on_status(std::size_t i, const NodeStatus& st) {
     }
   }
   if (st.syncer_life > log_.life()) {
-    // The node took a claim of a later life than ours: another kvsync runs against it, or this
-    // log is a copy that missed lives. Its APPLYs would be refused: take a later life.
+    // The node took a claim of a later life than ours: this log is a copy that missed lives (or
+    // another kvsync runs against it). Those lives may have handed out numbers this copy names
+    // other values by (a copy taken before a power loss cut the tail it holds: kvsim seed
+    // 1008626), which no STATUS shows: the log is rebuilt from the nodes. Its APPLYs would be
+    // refused meanwhile: it takes a later life and connects again.
     const std::uint64_t theirs = st.syncer_life;
     log_.raise_life(theirs);
+    if (!rebuild_) {
+      verdict.warnings.push_back("node " + st.name + " was claimed by kvsync life " +
+                                 std::to_string(theirs) +
+                                 " since this log's: it is an older copy; rebuilding it from "
+                                 "every configured node before stamping anything");
+      start_rebuild();
+    }
     return refuse("node " + st.name + " was claimed by kvsync life " + std::to_string(theirs) +
                   ", later than this one's (another kvsync runs against it, or this log is a "
                   "copy that missed lives); connecting again as life " +
