@@ -9,9 +9,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <optional>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/describe.hpp"
@@ -129,81 +132,134 @@ asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch
   }
 }
 
-// Answers one request the session passed on: WAIT here (it waits on commits), the rest from the
-// store.
-asio::awaitable<Answer> execute(Store& store, CommitWatch& commits, const BinaryOptions& options,
-                                proto::Request& req) {
-  if (auto* w = std::get_if<proto::msg::Wait>(&req)) {
-    // (GCC 12 miscompiles a co_await inside a braced initializer: keep them apart.)
-    Answer waited;
-    waited.response = co_await wait_session(store, commits, *w);
-    co_return waited;
-  }
+// Answers a request the store answers at once (everything but WAIT).
+Answer execute(Store& store, const BinaryOptions& options, proto::Request& req) {
   ServerFacts facts{options.http_port, 0};
   if (options.subscribers && std::holds_alternative<proto::msg::Status>(req)) {
     facts.subscribers = options.subscribers();
   }
-  co_return answer(store, req, facts);
+  return answer(store, req, facts);
 }
 
-// One connection: a loop that carries out what its BinarySession asks for. Returns when the
-// peer closes or the session closes it.
+using Clock = BinarySession::Clock;
+
+// The deadline of a connection's current read or write, kept by a watchdog coroutine beside the
+// session's (as in Asio's chat example): when it passes, the watchdog cancels what is outstanding
+// on the socket, and the session says what that means. Moving the deadline later, as every
+// request does, touches no timer.
+struct Deadline {
+  explicit Deadline(const asio::any_io_executor& ex) : timer(ex, Clock::time_point::max()) {}
+  void set(Clock::time_point t) {
+    at = t;
+    if (t < timer.expiry()) timer.expires_at(t);  // wakes the watchdog to wait for less
+  }
+  asio::steady_timer timer;
+  Clock::time_point at = Clock::time_point::max();
+};
+
+template <class Stream>
+asio::awaitable<void> watch(Stream& socket, Deadline& d) {
+  for (;;) {
+    if (d.timer.expiry() != d.at) d.timer.expires_at(d.at);
+    co_await d.timer.async_wait(kTuple);
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;  // the session ended
+    if (Clock::now() >= d.at) {
+      d.at = Clock::time_point::max();
+      boost::system::error_code ignored;
+      socket.lowest_layer().cancel(ignored);
+    }
+  }
+}
+
+// Whether an operation that ended with operation_aborted was cancelled from outside (the
+// connection is being stopped) rather than by the watchdog or a commit.
+asio::awaitable<bool> stopped() {
+  auto state = co_await asio::this_coro::cancellation_state;
+  co_return state.cancelled() != asio::cancellation_type::none;
+}
+
+// One connection's requests: a loop that carries out what its BinarySession asks for. Returns
+// when the peer closes or the session closes it. Every operation is a plain one on the socket:
+// the watchdog cancels it at the deadline, and `commits` cancels a read once the commit the
+// session's answers wait for completes (no timer or parallel group per request).
 // `Stream`: tcp::socket, or ssl::stream<tcp::socket> once its handshake is done.
 template <class Stream>
-asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& commits,
-                                  const BinaryOptions& options, ServerMetrics& metrics) {
-  using Clock = BinarySession::Clock;
+asio::awaitable<void> serve_requests(Stream& socket, Store& store, CommitWatch& commits,
+                                     const BinaryOptions& options, ServerMetrics& metrics,
+                                     Deadline& deadline) {
+  constexpr bool kPlain = std::is_same_v<Stream, tcp::socket>;
   BinarySession session(SessionRules{options.secret, options.client_auth, options.max_pipeline,
                                      options.idle_timeout, options.frame_timeout},
                         Clock::now());
-  asio::steady_timer timer(co_await asio::this_coro::executor);
   std::vector<BinarySession::Answered> answered;
   const std::function<bool(Commit)> completed = [&store](Commit c) { return store.completed(c); };
+  CommitWatch::Waiter waiter{{}, [&socket] {
+                               boost::system::error_code ignored;
+                               socket.lowest_layer().cancel(ignored);
+                             }};
   bool peer_done = false;  // the client sent all it will: only answers are left to write
   for (;;) {
     auto action = session.next(Clock::now(), completed);
     if (auto* read = std::get_if<BinarySession::Read>(&action)) {
-      timer.expires_at(read->deadline);
+      if (peer_done) {
+        if (read->waiting.empty()) co_return;
+        co_await commits.wait(read->waiting);
+        continue;
+      }
+      deadline.set(read->deadline);
       if (!read->waiting.empty()) {
-        // Answers wait for a commit: wait for it, and meanwhile for more requests. Readiness,
-        // not a read, races the commit: a read cancelled by the winner could lose its bytes.
-        if (peer_done) {
-          co_await commits.wait(store, read->waiting);
-          continue;
+        // Answers wait for a commit: read meanwhile, and let the commit cancel the read. A TLS
+        // read is not cancelled half-way through a record: it waits for readiness instead.
+        CommitWatch::Watching watching(commits, waiter, read->waiting);
+        if constexpr (!kPlain) {
+          auto r = co_await socket.lowest_layer().async_wait(tcp::socket::wait_read, kTuple);
+          const auto ec = std::get<0>(r);
+          if (ec == asio::error::operation_aborted) {
+            const bool stop = co_await stopped();
+            if (!stop) continue;  // the commit completed, or the deadline came
+          }
+          if (ec) co_return;
         }
-        auto ready = co_await (socket.lowest_layer().async_wait(tcp::socket::wait_read, kTuple) ||
-                               commits.wait(store, read->waiting) || timer.async_wait(kTuple));
-        if (ready.index() != 0) continue;  // the commit completed, or the deadline came
-      } else if (peer_done) {
-        co_return;
       }
       const auto into = session.buffer();
-      auto r = co_await (socket.async_read_some(asio::buffer(into.data(), into.size()), kTuple) ||
-                         timer.async_wait(kTuple));
-      if (r.index() == 1) continue;  // the session says what the deadline means
-      auto [ec, n] = std::get<0>(r);
+      std::size_t n = 0;
+      boost::system::error_code ec;
+      {
+        CommitWatch::Watching watching(commits, waiter, kPlain ? read->waiting : Commit{});
+        auto r = co_await socket.async_read_some(asio::buffer(into.data(), into.size()), kTuple);
+        std::tie(ec, n) = r;
+      }
+      if (ec == asio::error::operation_aborted) {
+        const bool stop = co_await stopped();
+        if (!stop) continue;  // the commit completed, or the deadline came: next() says what now
+      }
       if (ec == asio::error::eof && !read->waiting.empty()) {
         peer_done = true;  // answer what it asked before it closed its side
         continue;
       }
-      if (ec) co_return;  // eof, reset or cancelled: a normal end
+      if (ec) co_return;  // eof, reset or stopped: a normal end
       metrics.received(n);
       session.received(n, Clock::now());
     } else if (auto* exec = std::get_if<BinarySession::Execute>(&action)) {
-      auto a = co_await execute(store, commits, options, exec->request);
-      session.executed(std::move(a.response), a.commit);
+      if (auto* w = std::get_if<proto::msg::Wait>(&exec->request)) {
+        auto waited = co_await wait_session(store, commits, *w);
+        session.executed(std::move(waited));
+      } else {
+        auto a = execute(store, options, exec->request);
+        session.executed(std::move(a.response), a.commit);
+      }
     } else if (auto* write = std::get_if<BinarySession::Write>(&action)) {
-      co_await commits.wait(store, write->commit);
+      if (!store.completed(write->commit)) co_await commits.wait(write->commit);
       answered.clear();
       const std::string& out = session.encode([&](Commit c) { return store.outcome(c); }, answered);
       const auto ready = Clock::now();
       for (const auto& a : answered) {
         metrics.request(a.type, a.ok, std::chrono::duration<double>(ready - a.arrived).count());
       }
-      timer.expires_at(write->deadline);
-      auto w = co_await (asio::async_write(socket, asio::buffer(out), kTuple) ||
-                         timer.async_wait(kTuple));
-      if (w.index() == 1 || std::get<0>(std::get<0>(w))) co_return;
+      deadline.set(write->deadline);
+      auto w = co_await asio::async_write(socket, asio::buffer(out), kTuple);
+      if (std::get<0>(w)) co_return;  // the deadline, a reset or a stop
       metrics.sent(out.size());
       session.written(Clock::now());
     } else if (std::holds_alternative<BinarySession::Notice>(action)) {
@@ -226,6 +282,14 @@ asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& com
       co_return;
     }
   }
+}
+
+template <class Stream>
+asio::awaitable<void> run_session(Stream& socket, Store& store, CommitWatch& commits,
+                                  const BinaryOptions& options, ServerMetrics& metrics) {
+  Deadline deadline(co_await asio::this_coro::executor);
+  co_await (serve_requests(socket, store, commits, options, metrics, deadline) ||
+            watch(socket, deadline));
 }
 
 // One accepted connection: the TLS handshake first (within options.handshake_timeout) when the
@@ -266,21 +330,38 @@ asio::awaitable<void> run_connection(tcp::socket socket, Store& store, CommitWat
 
 }  // namespace
 
-CommitWatch::CommitWatch(asio::any_io_executor ex)
-    : timer_(ex, asio::steady_timer::time_point::max()) {}
+CommitWatch::CommitWatch(asio::any_io_executor ex, const Store& store)
+    : store_(store), timer_(ex, asio::steady_timer::time_point::max()) {}
 
 void CommitWatch::notify_all() {
   timer_.cancel();
+  // (wake() only cancels an operation: nothing runs, and nothing leaves waiters_, meanwhile.)
+  for (Waiter* w : waiters_) {
+    if (store_.completed(w->commit)) w->wake();
+  }
 }
 
-asio::awaitable<void> CommitWatch::wait(const Store& store, Commit commit) {
-  while (!store.completed(commit)) {
-    co_await timer_.async_wait(kTuple);
-    // notify_all() cancels the timer too: only our own cancellation (the losing side of `a ||
-    // b`) ends the wait early.
-    auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) co_return;
-  }
+CommitWatch::Watching::Watching(CommitWatch& watch, Waiter& waiter, Commit commit)
+    : watch_(commit.empty() ? nullptr : &watch), waiter_(waiter) {
+  if (!watch_) return;
+  waiter_.commit = commit;
+  watch_->waiters_.push_back(&waiter_);
+}
+
+CommitWatch::Watching::~Watching() {
+  if (!watch_) return;
+  auto& all = watch_->waiters_;
+  auto it = std::find(all.begin(), all.end(), &waiter_);
+  *it = all.back();
+  all.pop_back();
+}
+
+asio::awaitable<void> CommitWatch::wait(Commit commit) {
+  if (store_.completed(commit)) co_return;
+  asio::steady_timer woken(timer_.get_executor(), asio::steady_timer::time_point::max());
+  Waiter waiter{commit, [&woken] { woken.cancel(); }};
+  Watching watching(*this, waiter, commit);
+  co_await woken.async_wait(kTuple);  // cancelled once the commit completes, or by a stop
 }
 
 asio::awaitable<void> CommitWatch::wait_until(std::chrono::steady_clock::time_point deadline) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "net/listener.hpp"
 #include "net/tls.hpp"
@@ -49,15 +50,38 @@ struct BinaryOptions {
 // notify_all() after Store::poll_commits().
 class CommitWatch {
  public:
-  explicit CommitWatch(boost::asio::any_io_executor ex);
+  CommitWatch(boost::asio::any_io_executor ex, const Store& store);
+  // Wakes every waiter whose commit the store completed, and every wait_until().
   void notify_all();
-  // Returns once `store` has completed `commit` (durable or failed).
-  boost::asio::awaitable<void> wait(const Store& store, Commit commit);
+
+  // Something waiting for `commit`: wake() is called (on the I/O thread, inside notify_all())
+  // once the store completed it, and may only cancel an operation.
+  struct Waiter {
+    Commit commit;
+    std::function<void()> wake;
+  };
+  // Registers `waiter` for `commit` for its lifetime (an empty commit: nothing to wait for).
+  class Watching {
+   public:
+    Watching(CommitWatch& watch, Waiter& waiter, Commit commit);
+    ~Watching();
+    Watching(const Watching&) = delete;
+    Watching& operator=(const Watching&) = delete;
+
+   private:
+    CommitWatch* watch_;
+    Waiter& waiter_;
+  };
+
+  // Returns once the store completed `commit` (durable or failed), or when cancelled.
+  boost::asio::awaitable<void> wait(Commit commit);
   // Returns after the next notify_all() or at `deadline`, whichever is first.
   boost::asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point deadline);
 
  private:
-  boost::asio::steady_timer timer_;  // never expires; cancelled to wake every waiter
+  const Store& store_;
+  std::vector<Waiter*> waiters_;
+  boost::asio::steady_timer timer_;  // never expires; cancelled to wake every wait_until()
 };
 
 // Accepts on `acceptor` until it is closed or the coroutine is cancelled.

@@ -196,7 +196,7 @@ int run(Config& c) {
                              std::chrono::steady_clock::now() - opening)
                              .count();
     asio::io_context io(1);
-    kv::node::CommitWatch commits(io.get_executor());
+    kv::node::CommitWatch commits(io.get_executor(), store);
     // The writer thread reports finished groups; the I/O thread processes them and wakes the
     // sessions waiting to answer.
     store.set_commit_wakeup([&] {
