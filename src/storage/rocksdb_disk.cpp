@@ -2,6 +2,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/iterator.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 
 #include <cstdarg>
@@ -103,6 +104,13 @@ class RocksDisk : public Disk {
     // (Store::~Store), so that they do not pile up from restart to restart. (A start and stop
     // without a single write in between still leaves its empty log behind: 0 bytes to replay.)
     options.avoid_flush_during_recovery = true;
+    // The memtable is a vector, sorted when it is flushed or read, instead of a skip list:
+    // kvnode and kvsync read the database only while they open it (Store::Impl::load,
+    // SyncLog's open) and keep what they serve in memory, so an insert that is an append
+    // beats one that keeps the keys in order (a third of the committer's instructions went
+    // to the skip list's key comparisons; bench/PROFILE.md). One writer thread at a time.
+    options.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+    options.allow_concurrent_memtable_write = false;
     rocksdb::DB* raw = nullptr;
     const rocksdb::Status s = rocksdb::DB::Open(options, dir.string(), &raw);
     if (!s.ok()) {
