@@ -6,7 +6,7 @@ KV_BUILD="${KV_BUILD:-$KV_ROOT/build}"
 
 # Debian packages the build and the tests need.
 KV_PACKAGES=(cmake g++ make libboost1.81-all-dev libboost-json1.81-dev libedit-dev librocksdb-dev
-  libssl-dev openssl curl iproute2 python3 strace)
+  libjemalloc-dev libssl-dev openssl curl iproute2 python3 strace)
 
 kv_as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
