@@ -1,5 +1,6 @@
-// The node's binary-protocol listener: one coroutine per connection, requests answered in order
-// (pipelining welcome), every read and write under the idle deadline; over TLS when configured.
+// The node's binary-protocol listener: one coroutine per connection (and a watchdog beside it
+// that keeps its deadline), requests answered in order (pipelining welcome), every read and write
+// under the idle deadline; over TLS when configured.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
