@@ -208,11 +208,11 @@ asio::awaitable<void> serve_requests(Stream& socket, Store& store, CommitWatch& 
         continue;
       }
       deadline.set(read->deadline);
-      if (!read->waiting.empty()) {
-        // Answers wait for a commit: read meanwhile, and let the commit cancel the read. A TLS
-        // read is not cancelled half-way through a record: it waits for readiness instead.
-        CommitWatch::Watching watching(commits, waiter, read->waiting);
-        if constexpr (!kPlain) {
+      // Answers that wait for a commit: read meanwhile, and let the commit cancel the read. A
+      // TLS read is not cancelled half-way through a record: it waits for readiness instead.
+      if constexpr (!kPlain) {
+        if (!read->waiting.empty()) {
+          CommitWatch::Watching watching(commits, waiter, read->waiting);
           auto r = co_await socket.lowest_layer().async_wait(tcp::socket::wait_read, kTuple);
           const auto ec = std::get<0>(r);
           if (ec == asio::error::operation_aborted) {
