@@ -102,6 +102,24 @@ BOOST_AUTO_TEST_CASE(step2_with_the_syncer_every_node_lists_it) {
   }));
 }
 
+BOOST_AUTO_TEST_CASE(a_stamp_of_many_changes_is_logged_as_eight_lines_and_one_for_the_rest) {
+  Cluster c(2, false);
+  BOOST_TEST(c.cli({"--route", "1"}, script("create", 20, "many")).code == 0);
+  c.start_syncer();  // its first FETCH takes all 20 changes: one stamp
+  BOOST_TEST(wait_until([&] { return c.items_on(2).size() == 20u; }));
+  BOOST_TEST(wait_until([&] {
+    return file_text(c.dir() / "sync.log")
+               .find("sync a: 12 more changes -> stamp 1 applied on a,b") != std::string::npos;
+  }));
+  const auto log = file_text(c.dir() / "sync.log");
+  std::size_t lines = 0;
+  for (auto at = log.find(" create \"many"); at != std::string::npos;
+       at = log.find(" create \"many", at + 1)) {
+    ++lines;
+  }
+  BOOST_TEST(lines == 8u);
+}
+
 BOOST_AUTO_TEST_CASE(the_seed_version_table_then_its_restamping) {
   Cluster c(2, false);
   auto r = c.cli({"--json", "--route", "1"}, "create TaskA\ncreate TaskB\nupdate 1a complete\n");
