@@ -215,6 +215,59 @@ BOOST_AUTO_TEST_CASE(the_seed_example_end_to_end) {
   BOOST_TEST(a.list().back().version == 2u);
 }
 
+// A FETCH is asked again only when the node may have more: its answer stopped at the limit, or
+// a notification named a change past it. Before, every answer that moved the cursor was
+// followed by another FETCH, which under load came back empty: two FETCHes per change.
+BOOST_AUTO_TEST_CASE(the_fetcher_asks_again_only_when_the_node_may_have_more) {
+  Cluster c(2, /*limit=*/3);
+  c.sync();
+  auto& m = c.machine();
+  auto& a = c.node(0);
+  auto fetch = [&] {
+    auto f = m.next_fetch(0);
+    BOOST_TEST_REQUIRE(f.has_value());
+    proto::Request req = *f;
+    auto got = std::get<proto::msg::Changes>(node::answer(a, req, {}).response);
+    BOOST_TEST(m.on_fetched(0, got).moved);
+    return got.changes.size();
+  };
+  // One change, announced: one FETCH takes it, and none follows.
+  ok(a.create("one"));
+  m.on_notification(0, Notification::Kind::kLocal, a.seq());
+  BOOST_TEST(fetch() == 1u);
+  BOOST_TEST(!m.next_fetch(0).has_value());
+  // A change not yet announced is not asked for; its notification asks.
+  ok(a.create("two"));
+  BOOST_TEST(!m.next_fetch(0).has_value());
+  m.on_notification(0, Notification::Kind::kLocal, a.seq());
+  BOOST_TEST(fetch() == 1u);
+  BOOST_TEST(!m.next_fetch(0).has_value());
+  // Five changes, only the first announced yet: the answer stops at the limit (3), so the
+  // fetcher asks again and takes the other two.
+  const std::uint64_t first = a.seq() + 1;
+  for (int k = 0; k < 5; ++k) ok(a.create("burst"));
+  m.on_notification(0, Notification::Kind::kLocal, first);
+  BOOST_TEST(fetch() == 3u);
+  BOOST_TEST(fetch() == 2u);
+  BOOST_TEST(!m.next_fetch(0).has_value());
+  // A notification that arrives while the FETCH is out, of a change made after the node
+  // answered, asks again.
+  ok(a.create("three"));
+  m.on_notification(0, Notification::Kind::kLocal, a.seq());
+  auto f = m.next_fetch(0);
+  BOOST_TEST_REQUIRE(f.has_value());
+  proto::Request req = *f;
+  auto got = std::get<proto::msg::Changes>(node::answer(a, req, {}).response);
+  ok(a.create("four"));
+  m.on_notification(0, Notification::Kind::kLocal, a.seq());
+  m.on_fetched(0, got);
+  BOOST_TEST(fetch() == 1u);
+  BOOST_TEST(!m.next_fetch(0).has_value());
+  c.drain();
+  same_everywhere(c, 2);
+  BOOST_TEST(c.node(1).list().size() == 9u);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_updates_of_one_item_end_equal_by_the_later_stamp) {
   Cluster c(2);
   c.sync();

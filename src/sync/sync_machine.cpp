@@ -205,6 +205,7 @@ void SyncMachine::start_link(Link& link, const NodeStatus& st, Admission a,
   if (v.ever_up) ++v.reconnects;
   link.backoff = options_.backoff_initial;
   link.fetch_wanted = true;
+  link.notified = st.seq;
   if (!v.ever_up) {
     v.ever_up = true;
     if (!vouched_ && all_reached()) {
@@ -380,7 +381,9 @@ void SyncMachine::on_notification(std::size_t i, Notification::Kind kind, std::u
   if (!link.view.up) return;
   link.view.seq_seen = std::max(link.view.seq_seen, seq);
   // Local changes (and the greeting) may need a fetch; changes we applied never do (no echo).
-  if (kind != Notification::Kind::kSynced && seq > cursor_of(link)) link.fetch_wanted = true;
+  if (kind == Notification::Kind::kSynced) return;
+  link.notified = std::max(link.notified, seq);
+  if (seq > cursor_of(link)) link.fetch_wanted = true;
 }
 
 std::optional<proto::msg::Fetch> SyncMachine::next_fetch(std::size_t i) {
@@ -411,7 +414,10 @@ FetchOutcome SyncMachine::on_fetched(std::size_t i, const proto::msg::Changes& g
   if (got.changes.empty() && got.seq_high <= cursor) return out;
   out.stamped = log_.stamp(st.name, st.incarnation, got.changes, got.seq_high);
   out.moved = true;
-  link.fetch_wanted = true;  // until a fetch comes back empty
+  // Again only if there may be more: the answer stopped at the limit, or the node announced a
+  // change past it. Every durable local change is announced, so one that becomes durable later
+  // wakes the fetcher itself (asking again regardless doubled the FETCHes under load).
+  link.fetch_wanted = got.changes.size() >= options_.fetch_limit || link.notified > cursor_of(link);
   return out;
 }
 

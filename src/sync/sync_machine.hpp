@@ -142,6 +142,9 @@ class SyncMachine {
     std::uint64_t purge_sent = 0;  // the purge_upto the node last acknowledged
     std::uint64_t marks_sent = 0;  // the log's marks_version it last got session marks of
     bool fetch_wanted = false;     // the node has (or may have) changes past the cursor
+    // The highest local seq the node is known to have since the link came up: its STATUS, then
+    // its notifications (each local change is announced once durable).
+    std::uint64_t notified = 0;
     bool fetch_in_flight = false;
     std::uint64_t fetch_after = 0;  // the cursor the FETCH in flight starts from
     struct Sent {
