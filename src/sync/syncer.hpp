@@ -30,7 +30,7 @@ struct SyncerOptions {
   bool sync_writes = false;        // make every stamp durable before fanning it out
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
-  std::size_t apply_window = 4;    // APPLYs in flight per node (MachineOptions::apply_window)
+  std::size_t apply_window = 64;   // APPLYs in flight per node (MachineOptions::apply_window)
   std::string secret;  // the cluster secret, sent to every node (AUTH, WebSocket header)
   // A client context (tls::client_context): every link speaks TLS (binary protocol and wss) and
   // verifies the node's certificate. nullptr: plain TCP.

@@ -57,7 +57,8 @@ struct Swarm {
   std::size_t nodes = 2;
   std::size_t fetch_limit = 1000;
   std::size_t batch_limit = 1000;
-  bool syncer_sync = true;  // --durability sync on kvsync
+  std::size_t apply_window = 64;  // APPLYs in flight per link
+  bool syncer_sync = true;        // --durability sync on kvsync
   // Fault kinds this seed uses; each seed draws its own mix, so rare combinations come up.
   bool node_crash = false;
   bool syncer_crash = false;
@@ -88,8 +89,8 @@ struct Swarm {
 
   std::string describe() {
     std::ostringstream o;
-    o << nodes << " nodes, fetch " << fetch_limit << ", batch " << batch_limit << ", syncer "
-      << (syncer_sync ? "sync" : "async") << ", faults:";
+    o << nodes << " nodes, fetch " << fetch_limit << ", batch " << batch_limit << ", window "
+      << apply_window << ", syncer " << (syncer_sync ? "sync" : "async") << ", faults:";
     bool any = false;
     for (const auto& [on, name] : switches()) {
       if (*on) {
@@ -143,6 +144,8 @@ struct Swarm {
     s.write_weight = 10 + static_cast<int>(r.below(40));
     s.commit_weight = 10 + static_cast<int>(r.below(40));
     s.fault_weight = 1 + static_cast<int>(r.below(8));
+    // Drawn last, so that the draws above (and the seeds the docs name) stay as they were.
+    s.apply_window = r.chance(0.5) ? 1 + r.below(4) : 64;
     return s;
   }
 };
@@ -563,6 +566,7 @@ class World {
     sync::MachineOptions mo;
     mo.fetch_limit = swarm_.fetch_limit;
     mo.batch_limit = swarm_.batch_limit;
+    mo.apply_window = swarm_.apply_window;
     mo.restored_log = restored_log;
     s.machine = std::make_unique<sync::SyncMachine>(*s.log, addresses, mo);
     s.nodes = std::move(config);
