@@ -7,9 +7,14 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 
 #include "node/apply_rule.hpp"
+#include "node/committer.hpp"
 #include "node/node_pool.hpp"
 #include "node/store.hpp"
 #include "node/store_format.hpp"
@@ -422,6 +427,96 @@ BOOST_AUTO_TEST_CASE(background_commits_are_acknowledged_announced_and_fetched_o
   BOOST_TEST(events.size() == 200u);  // announced in commit order, once durable
   BOOST_TEST(events.back().item.id == "200a");
   BOOST_TEST(s.fetch(0, 10000).changes.size() == 200u);
+}
+
+namespace {
+// A database that only counts: the writes and syncs a committer makes.
+class CountingEngine : public storage::Engine {
+ public:
+  storage::Status get(std::string_view, std::string&) override {
+    return storage::Status::NotFound();
+  }
+  storage::Status scan(std::string_view,
+                       const std::function<bool(std::string_view, std::string_view)>&) override {
+    return storage::Status::OK();
+  }
+  storage::Status write(storage::Batch&, bool) override {
+    ++writes;
+    return storage::Status::OK();
+  }
+  storage::Status sync_log() override {
+    ++syncs;
+    return storage::Status::OK();
+  }
+  storage::Status flush_memtable() override { return storage::Status::OK(); }
+  std::uint64_t approximate_keys() override { return 0; }
+  std::atomic<int> writes{0};
+  std::atomic<int> syncs{0};
+};
+
+storage::Batch one_put(int i) {
+  storage::Batch b;
+  b.Put("k" + std::to_string(i), "v");
+  return b;
+}
+
+// The groups a committer reports, and a bounded wait for one.
+struct Groups {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<CommitResult> done;
+  std::function<void(const CommitResult&)> callback() {
+    return [this](const CommitResult& r) {
+      {
+        std::lock_guard lock(mu);
+        done.push_back(r);
+      }
+      cv.notify_all();
+    };
+  }
+  bool wait_for_ticket(std::uint64_t ticket) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(10),
+                       [&] { return !done.empty() && done.back().last >= ticket; });
+  }
+};
+}  // namespace
+
+// A syncer's stamped changes wait (Committer's lazy_delay) so that a stream of small APPLYs
+// shares one fsync; a client's write, the delay or a stop ends the wait.
+BOOST_AUTO_TEST_CASE(stamped_batches_wait_to_share_an_fsync) {
+  CountingEngine db;
+  {
+    // Held for up to an hour: the client's write takes them along, in one group and one sync.
+    Groups g;
+    Committer c(db, /*sync=*/true, g.callback(), CommitMode::kThread, std::chrono::hours(1));
+    for (int i = 0; i < 3; ++i) c.submit(one_put(i), /*lazy=*/true);
+    const std::uint64_t client = c.submit(one_put(3));
+    BOOST_TEST_REQUIRE(g.wait_for_ticket(client));
+    BOOST_TEST(g.done.size() == 1u);
+    BOOST_TEST(g.done.front().first == 1u);
+    BOOST_TEST(g.done.front().last == client);
+    BOOST_TEST(db.syncs == 1);
+  }
+  {
+    // No client write: the delay lets the group go by itself.
+    Groups g;
+    Committer c(db, /*sync=*/true, g.callback(), CommitMode::kThread, std::chrono::milliseconds(1));
+    const std::uint64_t t = c.submit(one_put(0), /*lazy=*/true);
+    BOOST_TEST_REQUIRE(g.wait_for_ticket(t));
+    BOOST_TEST(g.done.back().status.ok());
+  }
+  {
+    // A stop does not wait out the delay: what is queued is written, then the thread ends.
+    Groups g;
+    const int before = db.syncs;
+    {
+      Committer c(db, /*sync=*/true, g.callback(), CommitMode::kThread, std::chrono::hours(1));
+      c.submit(one_put(0), /*lazy=*/true);
+    }
+    BOOST_TEST(g.done.size() == 1u);
+    BOOST_TEST(db.syncs == before + 1);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(item_keys_decode_only_to_the_id_they_encode) {

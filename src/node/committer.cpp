@@ -21,8 +21,13 @@ class Append : public storage::Batch::Handler {
 }  // namespace
 
 Committer::Committer(storage::Engine& db, bool sync,
-                     std::function<void(const CommitResult&)> on_done, CommitMode mode)
-    : sync_(sync), mode_(mode), on_done_(std::move(on_done)), db_(&db) {
+                     std::function<void(const CommitResult&)> on_done, CommitMode mode,
+                     std::chrono::microseconds lazy_delay)
+    : sync_(sync),
+      mode_(mode),
+      lazy_delay_(sync ? lazy_delay : std::chrono::microseconds{0}),
+      on_done_(std::move(on_done)),
+      db_(&db) {
   if (mode_ == CommitMode::kThread) thread_ = std::thread([this] { run(); });
 }
 
@@ -36,14 +41,19 @@ Committer::~Committer() {
   thread_.join();
 }
 
-std::uint64_t Committer::submit(storage::Batch batch) {
+std::uint64_t Committer::submit(storage::Batch batch, bool lazy) {
   std::uint64_t ticket;
+  bool wake;
   {
     std::lock_guard lock(mu_);
     ticket = next_ticket_++;
+    // A lazy batch behind others wakes nobody: the writer is busy, or waiting for an eager one.
+    wake = queue_.empty() || !lazy;
+    if (queue_.empty()) first_queued_ = std::chrono::steady_clock::now();
     queue_.emplace_back(ticket, std::move(batch));
+    if (!lazy) ++eager_;
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return ticket;
 }
 
@@ -90,7 +100,12 @@ void Committer::run() {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything is written
+      if (eager_ == 0 && lazy_delay_.count() > 0) {
+        // Only stamped changes so far: let more join this fsync, until an eager batch comes.
+        cv_.wait_until(lock, first_queued_ + lazy_delay_, [&] { return stop_ || eager_ > 0; });
+      }
       group.swap(queue_);
+      eager_ = 0;
       fail_through = halted_ ? ~std::uint64_t{0} : fail_through_;
       db = db_;
     }

@@ -5,6 +5,10 @@
 // queued so far, writes them in order as one batch and syncs once, then reports the group's
 // tickets as done. Batches that arrive while a sync is in flight form the next group.
 //
+// A batch submitted as lazy (a syncer's stamped changes: nothing waits on their fsync but the
+// syncer's window) lets its group wait up to `lazy_delay` for more before the sync, so that a
+// stream of small APPLYs shares one fsync; any other batch ends the wait at once.
+//
 // After a failed write the writer halts: it touches the database no more and fails every
 // batch, since each was built on state that is now lost, until the store has reopened the
 // database, reloaded its state and called resume() with the last ticket it handed out before.
@@ -15,6 +19,7 @@
 // a crash does).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -39,13 +44,14 @@ class Committer {
   // `on_done` runs after each group (on the writer thread, or inside commit_next()); it must
   // only hand the result over.
   Committer(storage::Engine& db, bool sync, std::function<void(const CommitResult&)> on_done,
-            CommitMode mode = CommitMode::kThread);
+            CommitMode mode = CommitMode::kThread,
+            std::chrono::microseconds lazy_delay = std::chrono::microseconds{0});
   // kThread: writes what is queued, then joins. kManual: drops what is queued (a crash).
   ~Committer();
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
 
-  std::uint64_t submit(storage::Batch batch);
+  std::uint64_t submit(storage::Batch batch, bool lazy = false);
   // Ends a halt: batches up to `last_bad` fail, later ones are written to `db`.
   void resume(storage::Engine& db, std::uint64_t last_bad);
 
@@ -61,12 +67,15 @@ class Committer {
 
   const bool sync_;
   const CommitMode mode_;
+  const std::chrono::microseconds lazy_delay_;
   std::function<void(const CommitResult&)> on_done_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   // Guarded by mu_:
   storage::Engine* db_;
   Queue queue_;
+  std::size_t eager_ = 0;                               // batches in queue_ not submitted as lazy
+  std::chrono::steady_clock::time_point first_queued_;  // when queue_ last became non-empty
   std::uint64_t next_ticket_ = 1;
   std::uint64_t fail_through_ = 0;
   bool halted_ = false;

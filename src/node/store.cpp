@@ -168,7 +168,8 @@ struct Store::Impl {
     digest = 0;
   }
   // Hands `batch` (plus the Meta record) to the committer; returns its ticket.
-  std::uint64_t submit(storage::Batch& batch);
+  // `lazy`: stamped changes only; their fsync may wait a little for more (Committer).
+  std::uint64_t submit(storage::Batch& batch, bool lazy = false);
   std::uint64_t random() const {
     if (options.seams.random) return options.seams.random();
     std::random_device rd;
@@ -398,10 +399,10 @@ void Store::Impl::load() {
   durable = Settled{meta.applied_stamp, meta.synced_upto};
 }
 
-std::uint64_t Store::Impl::submit(storage::Batch& batch) {
+std::uint64_t Store::Impl::submit(storage::Batch& batch, bool lazy) {
   batch.Put(kMetaKey, encode_meta(meta));
   if (committer) {
-    submitted = committer->submit(std::move(batch));
+    submitted = committer->submit(std::move(batch), lazy);
   } else {
     const std::uint64_t ticket = ++submitted;
     process(CommitResult{ticket, ticket, db->write(batch, options.sync_writes)});
@@ -510,7 +511,8 @@ Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
           im->done_cv.notify_all();
           if (wake) wake();
         },
-        seams.manual_commit ? CommitMode::kManual : CommitMode::kThread);
+        seams.manual_commit ? CommitMode::kManual : CommitMode::kThread,
+        impl_->options.apply_sync_delay);
   }
 }
 
@@ -910,7 +912,7 @@ Result<proto::msg::Applied> Store::Impl::commit_apply(const proto::msg::Apply& b
   if (!batch.hold) fenced = false;             // ids above id_floor are free
   const std::uint64_t ticket = submitted + 1;  // the ticket submit() hands out next
   pending_settled.emplace_back(ticket, Settled{next.applied_stamp, next.synced_upto});
-  submit(wb);
+  submit(wb, /*lazy=*/true);
   if (failed(ticket)) return storage_error();
   // Stamped changes are announced now, before their fsync: readers already see them (memory),
   // and the syncer resends everything above the durable applied stamp should this write be lost

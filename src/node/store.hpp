@@ -43,6 +43,9 @@ struct StoreOptions {
   std::string name;                // node name; must match the one the directory was created with
   bool sync_writes = false;        // fsync each commit (group) before acknowledging it
   bool background_commit = false;  // commit on a writer thread (group commit); else inline
+  // With both: a group of a syncer's stamped changes only waits up to this long for more
+  // before its fsync (a client's write ends the wait), so that small APPLYs share fsyncs.
+  std::chrono::microseconds apply_sync_delay{0};
   // Refuse client writes after start until the first APPLY from a syncer, which brings the
   // largest id in use: a node restored from an old copy or wiped could otherwise hand out an
   // id that already names another item. Off for a node that runs without a syncer.
