@@ -507,6 +507,14 @@ BOOST_AUTO_TEST_CASE(stamped_batches_wait_to_share_an_fsync) {
     BOOST_TEST(g.done.back().status.ok());
   }
   {
+    // Nor does hurry() (Store::flush, before a node exits).
+    Groups g;
+    Committer c(db, /*sync=*/true, g.callback(), CommitMode::kThread, std::chrono::hours(1));
+    const std::uint64_t t = c.submit(one_put(0), /*lazy=*/true);
+    c.hurry();
+    BOOST_TEST_REQUIRE(g.wait_for_ticket(t));
+  }
+  {
     // A stop does not wait out the delay: what is queued is written, then the thread ends.
     Groups g;
     const int before = db.syncs;

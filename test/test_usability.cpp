@@ -92,6 +92,27 @@ BOOST_AUTO_TEST_CASE(create_then_list_on_the_other_node_always_shows_the_item) {
   BOOST_TEST(r.out.find("\"behind\"") == std::string::npos);
 }
 
+// A session read on another node waits until that node has applied the write, not until the
+// batch that brought it is durable there: a node holds a group of APPLYs back from its fsync
+// (--apply-sync-delay; here ten minutes, so it never comes in time), and WAIT reads memory.
+// Woken only by the fsync, the read would wait out its whole bound (60 s) and miss cli()'s 20 s
+// deadline.
+BOOST_AUTO_TEST_CASE(a_session_read_waits_for_the_other_node_to_apply_not_to_fsync) {
+  ClusterArgs args;
+  args.node = {"--apply-sync-delay", "600000"};
+  args.syncer = {"--durability", "async"};  // the marks travel with the stamps themselves
+  Cluster c(2, args);
+  for (int k = 0; k < 3; ++k) {
+    const std::string title = "held " + std::to_string(k);
+    BOOST_TEST_REQUIRE(c.cli({"--route", "1", "create", title}).code == 0);
+    auto r = c.cli({"--json", "--route", "2", "--session-wait", "60000", "list"});
+    BOOST_TEST_REQUIRE(r.code == 0);
+    const auto reply = parse_one(r.out);
+    BOOST_TEST(lists(reply, title), "node 2 missed '" << title << "': " << r.out);
+    BOOST_TEST(!reply.contains("behind"));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(with_the_syncer_stopped_a_read_waits_a_bounded_time_then_says_it_is_behind) {
   Cluster c(2);
   BOOST_TEST_REQUIRE(c.cli({"--route", "1", "create", "before"}).code == 0);

@@ -248,6 +248,9 @@ asio::awaitable<void> serve_requests(Stream& socket, Store& store, CommitWatch& 
       } else {
         auto a = execute(store, options, exec->request);
         session.executed(std::move(a.response), a.commit);
+        // An APPLY's marks are in memory now, and a WAIT reads memory: wake the waiting
+        // sessions rather than leave them until its fsync (up to --apply-sync-delay later).
+        if (std::holds_alternative<proto::msg::Apply>(exec->request)) commits.notify_all();
       }
     } else if (auto* write = std::get_if<BinarySession::Write>(&action)) {
       if (!store.completed(write->commit)) co_await commits.wait(write->commit);

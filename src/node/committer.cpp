@@ -57,6 +57,14 @@ std::uint64_t Committer::submit(storage::Batch batch, bool lazy) {
   return ticket;
 }
 
+void Committer::hurry() {
+  {
+    std::lock_guard lock(mu_);
+    hurry_ = true;
+  }
+  cv_.notify_one();
+}
+
 void Committer::resume(storage::Engine& db, std::uint64_t last_bad) {
   {
     std::lock_guard lock(mu_);
@@ -102,10 +110,12 @@ void Committer::run() {
       if (queue_.empty()) return;  // stopping, and everything is written
       if (eager_ == 0 && lazy_delay_.count() > 0) {
         // Only stamped changes so far: let more join this fsync, until an eager batch comes.
-        cv_.wait_until(lock, first_queued_ + lazy_delay_, [&] { return stop_ || eager_ > 0; });
+        cv_.wait_until(lock, first_queued_ + lazy_delay_,
+                       [&] { return stop_ || hurry_ || eager_ > 0; });
       }
       group.swap(queue_);
       eager_ = 0;
+      hurry_ = false;
       fail_through = halted_ ? ~std::uint64_t{0} : fail_through_;
       db = db_;
     }

@@ -7,7 +7,7 @@
 //
 // A batch submitted as lazy (a syncer's stamped changes: nothing waits on their fsync but the
 // syncer's window) lets its group wait up to `lazy_delay` for more before the sync, so that a
-// stream of small APPLYs shares one fsync; any other batch ends the wait at once.
+// stream of small APPLYs shares one fsync; any other batch, hurry() or a stop ends the wait.
 //
 // After a failed write the writer halts: it touches the database no more and fails every
 // batch, since each was built on state that is now lost, until the store has reopened the
@@ -52,6 +52,8 @@ class Committer {
   Committer& operator=(const Committer&) = delete;
 
   std::uint64_t submit(storage::Batch batch, bool lazy = false);
+  // Ends the wait of lazy batches now (a flush before exit must not wait out lazy_delay).
+  void hurry();
   // Ends a halt: batches up to `last_bad` fail, later ones are written to `db`.
   void resume(storage::Engine& db, std::uint64_t last_bad);
 
@@ -75,6 +77,7 @@ class Committer {
   storage::Engine* db_;
   Queue queue_;
   std::size_t eager_ = 0;                               // batches in queue_ not submitted as lazy
+  bool hurry_ = false;                                  // hurry() since the last group was taken
   std::chrono::steady_clock::time_point first_queued_;  // when queue_ last became non-empty
   std::uint64_t next_ticket_ = 1;
   std::uint64_t fail_through_ = 0;

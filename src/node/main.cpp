@@ -59,6 +59,10 @@ struct Config {
   unsigned short port = 0, http_port = 0;
   bool sync = true;
   bool standalone = false;
+  // Nothing waits on an APPLY's fsync but the syncer's window (64 in flight) and the session
+  // marks an APPLY of news brings after it: 2 ms lets a stream of small APPLYs share one
+  // (docs/sync.md, "The node's fsync").
+  unsigned apply_sync_delay_ms = 2;
   kv::node::BinaryOptions binary_options;
   kv::web::Limits http_limits;
 };
@@ -66,8 +70,8 @@ struct Config {
 // Reads the command line into `c`; an exit code when the process ends here (help, a bad flag: 2).
 std::optional<int> parse(int argc, char** argv, Config& c) {
   std::string level, log_format, durability, secret_file, tls_key;
-  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, binary_options,
-         http_limits] = c;
+  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, apply_sync_delay_ms,
+         binary_options, http_limits] = c;
   // Every default below is the options struct's own: one place to change it.
   unsigned idle_timeout_s = static_cast<unsigned>(
       std::chrono::duration_cast<std::chrono::seconds>(binary_options.idle_timeout).count());
@@ -112,6 +116,9 @@ std::optional<int> parse(int argc, char** argv, Config& c) {
      "HTTP/WebSocket connections served at once")
     ("subscriber-queue", po::value(&http_limits.queue_limit)->default_value(http_limits.queue_limit),
      "notifications queued per WebSocket subscriber before it is disconnected")
+    ("apply-sync-delay", po::value(&apply_sync_delay_ms)->default_value(apply_sync_delay_ms),
+     "ms a group of the syncer's changes alone may wait for more before its fsync (a client's "
+     "write ends the wait; 0: none)")
     ("log-level", po::value(&level)->default_value("info"), "trace|debug|info|warning|error")
     ("log-format", po::value(&log_format)->default_value("text"),
      "text, or json (one object per line, for log shippers)");
@@ -177,8 +184,8 @@ void publish_changes(kv::node::Store& store, kv::web::Hub& hub, kv::metrics::Reg
 
 // Runs the node until SIGTERM or Ctrl-C; throws what makes it unable to start.
 int run(Config& c) {
-  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, binary_options,
-         http_limits] = c;
+  auto& [name, data, host, secret, tls_cert, port, http_port, sync, standalone, apply_sync_delay_ms,
+         binary_options, http_limits] = c;
   {
     // Declared before the store, whose observer publishes to them even while it shuts down, and
     // before the io_context, whose sessions still refer to them when it destroys them.
@@ -189,9 +196,7 @@ int run(Config& c) {
     store_options.name = name;
     store_options.sync_writes = sync;
     store_options.background_commit = true;
-    // Nothing waits on an APPLY's fsync but the syncer's window (64 in flight); 2 ms lets a
-    // stream of small APPLYs share one (docs/sync.md, "The node's fsync").
-    store_options.apply_sync_delay = std::chrono::milliseconds(2);
+    store_options.apply_sync_delay = std::chrono::milliseconds(apply_sync_delay_ms);
     store_options.await_syncer = !standalone;
     const auto opening = std::chrono::steady_clock::now();
     kv::node::Store store(store_options);

@@ -540,6 +540,7 @@ void Store::poll_commits() {
 
 void Store::flush() {
   if (impl_->committer) {
+    impl_->committer->hurry();  // stamped changes waiting for company go now
     std::unique_lock lock(impl_->done_mu);
     impl_->done_cv.wait(lock, [&] {
       std::uint64_t last = impl_->completed;
