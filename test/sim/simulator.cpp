@@ -144,7 +144,8 @@ struct Swarm {
     s.write_weight = 10 + static_cast<int>(r.below(40));
     s.commit_weight = 10 + static_cast<int>(r.below(40));
     s.fault_weight = 1 + static_cast<int>(r.below(8));
-    // Drawn last, so that the draws above (and the seeds the docs name) stay as they were.
+    // Drawn last, so that the draws above stay as they were: a seed the docs name keeps its
+    // cluster and faults (its steps differ when it draws a window other than the old 4).
     s.apply_window = r.chance(0.5) ? 1 + r.below(4) : 64;
     return s;
   }
