@@ -199,6 +199,10 @@ struct Conn {
     proto::Response response;
   };
   std::deque<Answer> to_syncer;
+  // FETCH travels on a connection of its own (kvsync's fetcher): answered at once, and its
+  // answers reach the syncer in no fixed order with the APPLY answers above.
+  std::deque<Answer> fetch_answers;
+  std::deque<std::uint64_t> fetch_outstanding;
   std::deque<std::pair<Notification::Kind, std::uint64_t>> notes;
   std::uint64_t hold_until = 0;  // an orphaned connection delivers nothing before then
 };
@@ -535,7 +539,11 @@ class World {
     event("node " + node.name + " gets " + what + " on conn " + std::to_string(c.id) +
           (c.syncer_open ? "" : " (from a syncer that gave up on it)") +
           (duplicate ? " (duplicate)" : ""));
-    c.at_node.push_back(Conn::Held{id, type, a.commit, std::move(a.response)});
+    if (type == proto::MsgType::kFetch) {
+      c.fetch_answers.push_back(Conn::Answer{id, type, std::move(a.response)});
+    } else {
+      c.at_node.push_back(Conn::Held{id, type, a.commit, std::move(a.response)});
+    }
     release_answers(c.node);
     settle_writes(c.node);
   }
@@ -615,6 +623,7 @@ class World {
   void orphan(Conn& c) {
     c.syncer_open = false;
     c.to_syncer.clear();
+    c.fetch_answers.clear();
     c.notes.clear();
     c.hold_until = now_ + r_net_.below(30000);
   }
@@ -677,7 +686,11 @@ class World {
       if (s.conn[i] == 0) continue;
       Conn& c = conns_.at(s.conn[i]);
       auto send = [&c](proto::Request r) {
-        c.outstanding.push_back(c.next_id);
+        if (std::holds_alternative<proto::msg::Fetch>(r)) {
+          c.fetch_outstanding.push_back(c.next_id);
+        } else {
+          c.outstanding.push_back(c.next_id);
+        }
         c.to_node.emplace_back(c.next_id++, std::move(r));
       };
       while (auto f = s.machine->next_fetch(i)) send(*f);
@@ -686,15 +699,17 @@ class World {
     }
   }
 
-  void deliver_answer(Conn& c) {
+  void deliver_answer(Conn& c, bool fetcher = false) {
     Syncer& s = syncer_;
-    auto [id, type, response] = std::move(c.to_syncer.front());
-    c.to_syncer.pop_front();
-    if (c.outstanding.empty() || c.outstanding.front() != id) {
+    auto& answers = fetcher ? c.fetch_answers : c.to_syncer;
+    auto& outstanding = fetcher ? c.fetch_outstanding : c.outstanding;
+    auto [id, type, response] = std::move(answers.front());
+    answers.pop_front();
+    if (outstanding.empty() || outstanding.front() != id) {
       link_down(c.link, "an answer to no request in flight");
       return;
     }
-    c.outstanding.pop_front();
+    outstanding.pop_front();
     const std::size_t i = c.link;
     const std::string name = nodes_[c.node].name;
     if (auto* e = std::get_if<Error>(&response)) {
@@ -832,8 +847,10 @@ class World {
         continue;
       }
       if (!c.to_syncer.empty()) add(swarm_.net_weight, [this, cp] { deliver_answer(*cp); });
+      if (!c.fetch_answers.empty())
+        add(swarm_.net_weight, [this, cp] { deliver_answer(*cp, /*fetcher=*/true); });
       if (!c.notes.empty()) add(swarm_.net_weight / 2 + 1, [this, cp] { deliver_note(*cp); });
-      if (!c.node_open && c.to_syncer.empty() && c.notes.empty()) {
+      if (!c.node_open && c.to_syncer.empty() && c.fetch_answers.empty() && c.notes.empty()) {
         add(30, [this, cp] { link_down(cp->link, "closed by the node"); });
       }
       if (faults && swarm_.cut)
@@ -1240,7 +1257,8 @@ class World {
       if (syncer_.conn[i] == 0) return "link " + nodes_[syncer_.nodes[i]].name + " is down";
     }
     for (const auto& [id, c] : conns_) {
-      if (!c.to_node.empty() || !c.at_node.empty() || !c.to_syncer.empty() || !c.notes.empty()) {
+      if (!c.to_node.empty() || !c.at_node.empty() || !c.to_syncer.empty() ||
+          !c.fetch_answers.empty() || !c.notes.empty()) {
         return "conn " + std::to_string(id) + " carries messages";
       }
     }
