@@ -587,6 +587,13 @@ void SyncMachine::check_digest(Link& link, const proto::msg::Applied& applied,
 // told (the senders see purge_upto move). A known node that is away, or no longer configured,
 // holds compaction back until it returns or is forgotten (docs/sync.md, "Compaction").
 std::size_t SyncMachine::compact() {
+  // A FETCH travels on a connection of its own: its answer may have been computed before the
+  // node applied a stamped delete that dropped one of the changes in it (overruled), and reach
+  // us after that APPLY's answer. Purged meanwhile, the delete's tombstone would not be there to
+  // overrule the change when it is stamped.
+  for (const auto& l : links_) {
+    if (l.fetch_in_flight) return 0;
+  }
   std::uint64_t horizon = ~std::uint64_t{0};
   for (const auto& [name, rec] : log_.nodes()) {
     if (!rec.forgotten) horizon = std::min(horizon, rec.applied);
