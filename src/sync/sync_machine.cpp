@@ -395,6 +395,8 @@ std::optional<proto::msg::Fetch> SyncMachine::next_fetch(std::size_t i) {
   link.fetch_wanted = false;
   link.fetch_in_flight = true;
   link.fetch_after = cursor_of(link);
+  const auto rec = log_.node(link.view.status.name);
+  link.applied_at_fetch = rec ? rec->applied : 0;
   return proto::msg::Fetch{link.fetch_after, options_.fetch_limit};
 }
 
@@ -587,16 +589,17 @@ void SyncMachine::check_digest(Link& link, const proto::msg::Applied& applied,
 // told (the senders see purge_upto move). A known node that is away, or no longer configured,
 // holds compaction back until it returns or is forgotten (docs/sync.md, "Compaction").
 std::size_t SyncMachine::compact() {
-  // A FETCH travels on a connection of its own: its answer may have been computed before the
-  // node applied a stamped delete that dropped one of the changes in it (overruled), and reach
-  // us after that APPLY's answer. Purged meanwhile, the delete's tombstone would not be there to
-  // overrule the change when it is stamped.
-  for (const auto& l : links_) {
-    if (l.fetch_in_flight) return 0;
-  }
   std::uint64_t horizon = ~std::uint64_t{0};
   for (const auto& [name, rec] : log_.nodes()) {
     if (!rec.forgotten) horizon = std::min(horizon, rec.applied);
+  }
+  // A FETCH travels on a connection of its own: its answer may have been computed before the
+  // node applied a stamped delete that dropped one of the changes in it (overruled), and reach
+  // us after that APPLY's answer. Purged meanwhile, the delete's tombstone would not be there to
+  // overrule the change when it is stamped. What the node had applied when the FETCH was sent it
+  // had applied before it answered (and dropped what those deletes overruled): purge up to that.
+  for (const auto& l : links_) {
+    if (l.fetch_in_flight) horizon = std::min(horizon, l.applied_at_fetch);
   }
   if (horizon == ~std::uint64_t{0}) return 0;
   if (horizon <= log_.purged_upto()) return 0;

@@ -149,6 +149,8 @@ class SyncMachine {
     std::uint64_t notified = 0;
     bool fetch_in_flight = false;
     std::uint64_t fetch_after = 0;  // the cursor the FETCH in flight starts from
+    // The node's applied stamp, as the log had it, when that FETCH was sent (compact()).
+    std::uint64_t applied_at_fetch = 0;
     struct Sent {
       proto::msg::Apply envelope;       // without its changes and marks
       std::uint64_t marks_version = 0;  // the marks_version it carries as current (0: none)
