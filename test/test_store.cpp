@@ -496,6 +496,7 @@ BOOST_AUTO_TEST_CASE(stamped_batches_wait_to_share_an_fsync) {
     BOOST_TEST(g.done.size() == 1u);
     BOOST_TEST(g.done.front().first == 1u);
     BOOST_TEST(g.done.front().last == client);
+    BOOST_TEST(db.writes == 1);
     BOOST_TEST(db.syncs == 1);
   }
   {

@@ -128,7 +128,7 @@ asio::awaitable<proto::msg::Waited> wait_session(const Store& store, CommitWatch
     if (state == SessionState::kNever || std::chrono::steady_clock::now() >= deadline) {
       co_return reply;
     }
-    co_await commits.wait_until(deadline);  // woken by each commit, APPLYs included
+    co_await commits.wait_until(deadline);  // woken by each commit, and by each APPLY applied
   }
 }
 
