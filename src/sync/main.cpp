@@ -84,6 +84,7 @@ struct Config {
 std::optional<int> parse(int argc, char** argv, Config& c) {
   auto& [nodes, host, http_tls, http_port, options] = c;
   std::string data, level, log_format, durability, secret_file, tls_cert, tls_key, tls_ca;
+  auto sync_delay_ms = static_cast<unsigned>(options.sync_delay.count());
   po::options_description opts(
       "kvsync: the kvstore sync daemon\n\n"
       "Usage: kvsync --nodes 127.0.0.1:7001,127.0.0.1:7002 --data DIR [--http-port 7100]\n"
@@ -105,6 +106,9 @@ std::optional<int> parse(int argc, char** argv, Config& c) {
     ("durability", po::value(&durability)->default_value("sync"),
      "sync: fsync each stamp (on a thread of its own) before a node hears that its own changes "
      "are in the log; the other nodes get the stamp at once; async: leave it to the OS")
+    ("sync-delay", po::value(&sync_delay_ms)->default_value(sync_delay_ms),
+     "ms a stamp may wait for more before the fsync that lets its origin count it synced (the "
+     "other nodes get it at once; --durability sync; 0: none)")
     ("fetch-limit", po::value(&options.fetch_limit)->default_value(options.fetch_limit),
      "changes fetched from a node in one request")
     ("batch-limit", po::value(&options.batch_limit)->default_value(options.batch_limit),
@@ -130,6 +134,7 @@ std::optional<int> parse(int argc, char** argv, Config& c) {
   if (auto code = kv::command_line::parse(argc, argv, opts, vm, "kvsync", [&] {
         options.nodes = kv::command_line::node_list(nodes);
         options.sync_writes = kv::command_line::sync_durability(durability);
+        options.sync_delay = std::chrono::milliseconds(sync_delay_ms);
         if (options.fetch_limit == 0 || options.batch_limit == 0 ||
             options.fetch_limit > kv::proto::kMaxFetchLimit) {
           throw std::invalid_argument("--fetch-limit must be 1 to " +

@@ -128,6 +128,7 @@ struct Syncer::Impl {
   // "The syncer's fsync"). Declared after the log: joined before the log closes.
   asio::thread_pool sync_thread{1};
   Wakeup sync_wanted{executor};              // stamps were written that are not yet durable
+  asio::steady_timer sync_delay{executor};   // SyncerOptions::sync_delay; stop() ends it
   std::vector<std::unique_ptr<Link>> links;  // by the machine's link index
   std::map<std::uint64_t, Report> reports;   // by stamp, awaiting delivery
   std::function<void()> on_all_connected;
@@ -213,6 +214,7 @@ void Syncer::stop() {
   Impl& im = *impl_;
   im.stopping = true;
   im.sync_wanted.notify();
+  im.sync_delay.cancel();
   for (auto& l : im.links) {
     l->client.close();  // fails every call in flight, so the loops return
     l->fetcher.close();
@@ -375,7 +377,10 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
 }
 
 // Makes the stamps durable off the I/O thread: one fsync covers every stamp written before it
-// started, and stamps written meanwhile wait for the next. Once durable, the senders send them.
+// started, and stamps written meanwhile wait for the next. The first stamp after a sync waits
+// up to options.sync_delay for others to share it: the stamps are fanned out already, and only
+// what tells a node that its own changes are in the log waits (docs/sync.md, "The syncer's
+// fsync"). Once durable, the senders send that.
 asio::awaitable<void> Syncer::Impl::sync_loop() {
   asio::steady_timer retry(executor);
   auto sync_now = [this]() -> asio::awaitable<std::optional<std::string>> {
@@ -383,6 +388,10 @@ asio::awaitable<void> Syncer::Impl::sync_loop() {
   };
   for (;;) {
     co_await sync_wanted.wait();
+    if (options.sync_writes && options.sync_delay.count() > 0 && !stopping) {
+      sync_delay.expires_after(options.sync_delay);
+      co_await sync_delay.async_wait(kTuple);
+    }
     while (!stopping && !log.all_durable()) {
       const std::uint64_t point = log.sync_point();
       std::optional<std::string> error =

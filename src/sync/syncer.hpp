@@ -27,10 +27,14 @@ namespace kv::sync {
 struct SyncerOptions {
   std::vector<std::string> nodes;  // binary-protocol addresses, host:port
   std::filesystem::path data;      // the syncer's own data directory (its log)
-  bool sync_writes = false;        // make every stamp durable before fanning it out
+  bool sync_writes = false;        // fsync the log before a node hears its changes are in it
   std::size_t fetch_limit = 1000;  // changes asked for in one FETCH
   std::size_t batch_limit = 1000;  // changes sent in one APPLY (whole stamps)
   std::size_t apply_window = 64;   // APPLYs in flight per node (MachineOptions::apply_window)
+  // How long stamps written may wait for more before their fsync (sync_writes only): the other
+  // nodes get them at once; only what tells a node its own changes are in the log (synced_upto,
+  // session marks, its changes coming back) waits (docs/sync.md, "The syncer's fsync").
+  std::chrono::milliseconds sync_delay{5};
   std::string secret;  // the cluster secret, sent to every node (AUTH, WebSocket header)
   // A client context (tls::client_context): every link speaks TLS (binary protocol and wss) and
   // verifies the node's certificate. nullptr: plain TCP.
