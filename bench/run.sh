@@ -33,8 +33,8 @@ else
   secs=5; wrk_secs=5; warm=1; n_small=200000; n_big=2000000
 fi
 
-packages=()
-[ -z "$only" ] && packages+=(redis-server redis-tools etcd-server wrk curl)  # the peers
+packages=(redis-server redis-tools)  # the peer of every section, scaling's too
+[ -z "$only" ] && packages+=(etcd-server wrk curl)  # the other peers
 [ $smoke -eq 0 ] && packages+=(gnuplot-nox)  # the scaling plot (a smoke run draws none)
 kv_ensure_packages "${packages[@]}"
 if [ "${KV_NO_BUILD:-0}" != 1 ]; then  # ctest runs the smoke test against its own build
@@ -112,7 +112,8 @@ scale_ns=(2 4 8)
 [ $smoke -eq 1 ] && scale_ns=(2 3)
 scale_names=abcdefgh  # node i is named by letter i (kvnode names are lowercase letters)
 scale_drain_limit=60  # seconds the nodes may take to agree after the load; reported beyond
-scale_dat="$tmp/scaling.dat"  # a line per N: nodes, lag p50 and p99 (us), writes/s, drain ms
+# a line per N: nodes, lag p50 and p99 (us), writes/s, drain ms, Redis's lag p50 and p99 (us)
+scale_dat="$tmp/scaling.dat"
 
 scale_list() { local IFS=,; echo "${scale_addrs[*]}"; }
 scale_start() {  # N: nodes a, b, ... and a syncer over them in $tmp/scale; sets scale_addrs
@@ -143,6 +144,38 @@ scale_stop() {  # ends the syncer and the nodes, by PID, and removes their data
   for p in "${scale_pids[@]}"; do stop_pid "$p"; done
   rm -rf "$tmp/scale"
 }
+# The peer: Redis, a master and N-1 replicas (appendfsync always on each), the lag from the
+# master's acknowledgement to the last replica's keyspace event, as section 3 measures it with one.
+# Whether a figure grows with N because of kvstore or because N processes share these cores and
+# this disk is what it tells apart.
+scale_redis() {  # N: sets scale_rp50 and scale_rp99 (empty when it could not measure)
+  local i p dir last rpids=() j
+  scale_rp50=""; scale_rp99=""
+  dir="$tmp/scale-redis"
+  for ((i = 0; i < $1; i++)); do
+    p=$(port)
+    mkdir -p "$dir/$i"
+    if [ $i -eq 0 ]; then
+      redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/$i" --appendonly yes \
+        --appendfsync always --save "" > "$dir/$i.log" 2>&1 &
+      scale_rmaster=$p
+    else
+      redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/$i" --appendonly yes \
+        --appendfsync always --save "" --replicaof 127.0.0.1 "$scale_rmaster" > "$dir/$i.log" 2>&1 &
+    fi
+    rpids+=($!); pids+=($!)
+    wait_for redis-cli -p "$p" ping
+    last=$p
+  done
+  if wait_until 30 bash -c "[ \$(redis-cli -p $scale_rmaster info replication |
+      grep -c state=online) -eq $(($1 - 1)) ]"; then
+    j=$(kvbench --redis-lag "127.0.0.1:$scale_rmaster,127.0.0.1:$last" --op create -c 4 --rate 2000)
+    scale_rp50=$(json_field "$j" p50_us); scale_rp99=$(json_field "$j" p99_us)
+  fi
+  for p in "${rpids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${rpids[@]}"; do stop_pid "$p"; done
+  rm -rf "$dir"
+}
 scale_load() {  # every node loaded at once, 50 connections split among them, depth 4 (as in
                 # section 4); sets scale_rate (the sum of writes/s), scale_conns, scale_failed
   local i v w=()
@@ -167,7 +200,7 @@ scale_drained() {  # true once every node answers with nothing unsynced, all at 
     [ "$(grep -o '"applied_stamp":[0-9]*' <<<"$j" | sort -u | wc -l)" -eq 1 ]
 }
 scaling() {  # the section: a row per figure, and a line per N in $scale_dat
-  local n last j p50 p99 errs note t0 drain_ms drain
+  local n last j p50 p99 errs note t0 drain_ms drain peer
   : > "$scale_dat"
   for n in "${scale_ns[@]}"; do
     scale_start "$n"
@@ -176,10 +209,8 @@ scaling() {  # the section: a row per figure, and a line per N in $scale_dat
     j=$(kvbench --target "${scale_addrs[0]}" --op create -c 4 --rate 2000 \
       --lag-to "${scale_addrs[n - 1]}")
     p50=$(json_field "$j" p50_us); p99=$(json_field "$j" p99_us); errs=$(json_field "$j" errors)
-    note="-"
-    [ "${errs:-0}" -gt 0 ] && note="($errs writes never seen on $last)"
-    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p50 (us)" "$p50" "$note" "-" "-"
-    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p99 (us)" "$p99" "$note" "-" "-"
+    note=""
+    [ "${errs:-0}" -gt 0 ] && note=" ($errs writes never seen on $last)"
 
     scale_load
     t0=$(date +%s%N)
@@ -191,18 +222,30 @@ scaling() {  # the section: a row per figure, and a line per N in $scale_dat
       drain="NOT drained $scale_drain_limit s after the load stopped"
     fi
     [ $scale_failed -gt 0 ] && drain="$drain; $scale_failed of $n loads failed"
+    scale_stop
+    # Measured once the cluster is gone, so that neither shares the cores with the other.
+    scale_redis "$n"
+    if [ "$n" -eq 2 ]; then peer="1 replica"; else peer="$((n - 1)) replicas"; fi
+    peer="Redis, a master and $peer, lag to the last one"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p50 (us; ratio = Redis / kvstore)$note" \
+      "$p50" "$peer" "${scale_rp50:--}" "$(ratio "${scale_rp50:-0}" "$p50")"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p99 (us; ratio = Redis / kvstore)$note" \
+      "$p99" "$peer" "${scale_rp99:--}" "$(ratio "${scale_rp99:-0}" "$p99")"
     row "scaling, $n nodes: sustained cluster writes/s ($scale_conns conns x $n nodes, depth 4)" \
       "$scale_rate" "($drain)" "-" "-"
-    echo "$n $p50 $p99 $scale_rate $drain_ms" >> "$scale_dat"
-    scale_stop
+    echo "$n $p50 $p99 $scale_rate $drain_ms ${scale_rp50:-0} ${scale_rp99:-0}" >> "$scale_dat"
   done
 }
 scale_goal() {  # one line: the p99 lag at the most nodes against 2 nodes, and the goal (2x)
-  awk 'NR == 1 { n0 = $1; p0 = $3 } { n = $1; p = $3 }
+  awk 'NR == 1 { n0 = $1; p0 = $3; q0 = $7 } { n = $1; p = $3; q = $7 }
     END { r = p0 > 0 ? p / p0 : 0
       printf "Scaling goal: p99 replication lag at %d nodes within 2x of %d nodes. ", n, n0
-      printf "Measured: %d us at %d nodes, %d us at %d: %.2fx (%s).\n", p0, n0, p, n, r,
-        (p0 > 0 && r <= 2 ? "met" : "not met") }' "$scale_dat"
+      printf "Measured: %d us at %d nodes, %d us at %d: %.2fx (%s).", p0, n0, p, n, r,
+        (p0 > 0 && r <= 2 ? "met" : "not met")
+      if (q0 > 0 && q > 0)
+        printf " Redis in the same run, %d and %d replicas: %d us and %d us, %.2fx.", n0 - 1,
+          n - 1, q0, q, q / q0
+      printf "\n" }' "$scale_dat"
 }
 scale_plot() {  # PNG path: lag p50 and p99 (left axis) and cluster writes/s (right axis) by nodes
   gnuplot <<GP
@@ -223,6 +266,8 @@ set key below horizontal
 set grid
 plot "$scale_dat" using 1:2 with linespoints lw 2 pt 7 title "lag p50", \
   "" using 1:3 with linespoints lw 2 pt 7 title "lag p99", \
+  "" using 1:6 with linespoints lw 1 pt 6 dt 3 title "Redis lag p50 (N-1 replicas)", \
+  "" using 1:7 with linespoints lw 1 pt 6 dt 3 title "Redis lag p99", \
   "" using 1:4 axes x1y2 with linespoints lw 2 pt 5 dt 2 title "cluster writes/s (right axis)"
 GP
 }
