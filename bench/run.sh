@@ -89,6 +89,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 json_field() {  # JSON line, field -> the number, rounded
   sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$1" | head -1 | awk '{ printf "%.0f", $1 }'
 }
+# Of a space-separated list of numbers: the middle one, and "lowest-highest".
+median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+spread() { printf '%s\n' $1 | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
 
 kvbench() {  # prints the JSON line; args go to kvbench
   "$bin/kvbench" --warmup "$warm" --seconds "$secs" --json "$@" | tail -1
@@ -114,6 +117,9 @@ scale_names=abcdefgh  # node i is named by letter i (kvnode names are lowercase 
 scale_drain_limit=60  # seconds the nodes may take to agree after the load; reported beyond
 # a line per N: nodes, lag p50 and p99 (us), writes/s, drain ms, Redis's lag p50 and p99 (us)
 scale_dat="$tmp/scaling.dat"
+# Each lag is the median of this many rounds (one round's p99 at 2 nodes ranged 1.7-6.4 ms).
+scale_rounds=3
+[ $smoke -eq 1 ] && scale_rounds=1
 
 scale_list() { local IFS=,; echo "${scale_addrs[*]}"; }
 scale_start() {  # N: nodes a, b, ... and a syncer over them in $tmp/scale; sets scale_addrs
@@ -148,9 +154,10 @@ scale_stop() {  # ends the syncer and the nodes, by PID, and removes their data
 # master's acknowledgement to the last replica's keyspace event, as section 3 measures it with one.
 # Whether a figure grows with N because of kvstore or because N processes share these cores and
 # this disk is what it tells apart.
-scale_redis() {  # N: sets scale_rp50 and scale_rp99 (empty when it could not measure)
-  local i p dir last rpids=() j
-  scale_rp50=""; scale_rp99=""
+scale_redis() {  # N: sets scale_rp50, scale_rp99 (medians; empty when it could not measure)
+                 # and scale_rrange50, scale_rrange99
+  local i p dir last rpids=() j round p50s="" p99s=""
+  scale_rp50=""; scale_rp99=""; scale_rrange50=""; scale_rrange99=""
   dir="$tmp/scale-redis"
   for ((i = 0; i < $1; i++)); do
     p=$(port)
@@ -169,8 +176,13 @@ scale_redis() {  # N: sets scale_rp50 and scale_rp99 (empty when it could not me
   done
   if wait_until 30 bash -c "[ \$(redis-cli -p $scale_rmaster info replication |
       grep -c state=online) -eq $(($1 - 1)) ]"; then
-    j=$(kvbench --redis-lag "127.0.0.1:$scale_rmaster,127.0.0.1:$last" --op create -c 4 --rate 2000)
-    scale_rp50=$(json_field "$j" p50_us); scale_rp99=$(json_field "$j" p99_us)
+    for ((round = 0; round < scale_rounds; round++)); do
+      j=$(kvbench --redis-lag "127.0.0.1:$scale_rmaster,127.0.0.1:$last" --op create -c 4 \
+        --rate 2000)
+      p50s+="$(json_field "$j" p50_us) "; p99s+="$(json_field "$j" p99_us) "
+    done
+    scale_rp50=$(median "$p50s"); scale_rp99=$(median "$p99s")
+    scale_rrange50=$(spread "$p50s"); scale_rrange99=$(spread "$p99s")
   fi
   for p in "${rpids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${rpids[@]}"; do stop_pid "$p"; done
@@ -200,15 +212,20 @@ scale_drained() {  # true once every node answers with nothing unsynced, all at 
     [ "$(grep -o '"applied_stamp":[0-9]*' <<<"$j" | sort -u | wc -l)" -eq 1 ]
 }
 scaling() {  # the section: a row per figure, and a line per N in $scale_dat
-  local n last j p50 p99 errs note t0 drain_ms drain peer
+  local n last j e p50 p99 errs note t0 drain_ms drain peer round p50s p99s range50 range99
   : > "$scale_dat"
   for n in "${scale_ns[@]}"; do
     scale_start "$n"
     last=${scale_names:n-1:1}
     # Lag from a to the last node started, as section 3 measures it from a to b.
-    j=$(kvbench --target "${scale_addrs[0]}" --op create -c 4 --rate 2000 \
-      --lag-to "${scale_addrs[n - 1]}")
-    p50=$(json_field "$j" p50_us); p99=$(json_field "$j" p99_us); errs=$(json_field "$j" errors)
+    p50s=""; p99s=""; errs=0
+    for ((round = 0; round < scale_rounds; round++)); do
+      j=$(kvbench --target "${scale_addrs[0]}" --op create -c 4 --rate 2000 \
+        --lag-to "${scale_addrs[n - 1]}")
+      p50s+="$(json_field "$j" p50_us) "; p99s+="$(json_field "$j" p99_us) "
+      e=$(json_field "$j" errors); errs=$((errs + ${e:-0}))
+    done
+    p50=$(median "$p50s"); p99=$(median "$p99s"); range50=$(spread "$p50s"); range99=$(spread "$p99s")
     note=""
     [ "${errs:-0}" -gt 0 ] && note=" ($errs writes never seen on $last)"
 
@@ -227,10 +244,10 @@ scaling() {  # the section: a row per figure, and a line per N in $scale_dat
     scale_redis "$n"
     if [ "$n" -eq 2 ]; then peer="1 replica"; else peer="$((n - 1)) replicas"; fi
     peer="Redis, a master and $peer, lag to the last one"
-    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p50 (us; ratio = Redis / kvstore)$note" \
-      "$p50" "$peer" "${scale_rp50:--}" "$(ratio "${scale_rp50:-0}" "$p50")"
-    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p99 (us; ratio = Redis / kvstore)$note" \
-      "$p99" "$peer" "${scale_rp99:--}" "$(ratio "${scale_rp99:-0}" "$p99")"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p50 (us, median of $scale_rounds rounds: $range50; ratio = Redis / kvstore)$note" \
+      "$p50" "$peer (rounds ${scale_rrange50:--})" "${scale_rp50:--}" "$(ratio "${scale_rp50:-0}" "$p50")"
+    row "scaling, $n nodes: lag a to $last at 2000 writes/s, p99 (us, median of $scale_rounds rounds: $range99; ratio = Redis / kvstore)$note" \
+      "$p99" "$peer (rounds ${scale_rrange99:--})" "${scale_rp99:--}" "$(ratio "${scale_rp99:-0}" "$p99")"
     row "scaling, $n nodes: sustained cluster writes/s ($scale_conns conns x $n nodes, depth 4)" \
       "$scale_rate" "($drain)" "-" "-"
     echo "$n $p50 $p99 $scale_rate $drain_ms ${scale_rp50:-0} ${scale_rp99:-0}" >> "$scale_dat"
@@ -435,8 +452,6 @@ for round in 1 2 3; do
     lag[r$q]+="$(json_field "$r" ${q}_us) "
   done
 done
-median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-spread() { printf '%s\n' $1 | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
 for q in p50 p99; do
   k=$(median "${lag[k$q]}")
   p=$(median "${lag[r$q]}")
