@@ -60,9 +60,9 @@ struct Config {
   bool sync = true;
   bool standalone = false;
   // Nothing waits on an APPLY's fsync but the syncer's window (64 in flight) and the session
-  // marks an APPLY of news brings after it: 2 ms lets a stream of small APPLYs share one
+  // marks an APPLY of news brings after it: 5 ms lets a stream of small APPLYs share one
   // (docs/sync.md, "The node's fsync").
-  unsigned apply_sync_delay_ms = 2;
+  unsigned apply_sync_delay_ms = 5;
   kv::node::BinaryOptions binary_options;
   kv::web::Limits http_limits;
 };
