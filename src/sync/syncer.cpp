@@ -127,8 +127,22 @@ struct Syncer::Impl {
   // The log's fsync runs here, off the I/O thread, while it serves the other nodes (docs/sync.md,
   // "The syncer's fsync"). Declared after the log: joined before the log closes.
   asio::thread_pool sync_thread{1};
-  Wakeup sync_wanted{executor};              // stamps were written that are not yet durable
-  asio::steady_timer sync_delay{executor};   // SyncerOptions::sync_delay; stop() ends it
+  Wakeup sync_wanted{executor};             // stamps were written that are not yet durable
+  asio::steady_timer sync_delay{executor};  // SyncerOptions::sync_delay; stop() ends it
+  // The link whose changes the stamps not yet named by a sync point came from, if all came from
+  // one. A second origin ends the delay: a node that writes gets the stamps after its own
+  // undurable ones only once they are durable (SyncMachine::next_apply), so stamps of two
+  // origins mean one of them waits for the fsync.
+  std::optional<std::size_t> sync_origin;
+  bool sync_hurry = false;
+  void stamped_from(std::size_t i) {
+    if (!sync_origin) {
+      sync_origin = i;
+    } else if (*sync_origin != i) {
+      sync_hurry = true;
+      sync_delay.cancel();
+    }
+  }
   std::vector<std::unique_ptr<Link>> links;  // by the machine's link index
   std::map<std::uint64_t, Report> reports;   // by stamp, awaiting delivery
   std::function<void()> on_all_connected;
@@ -370,6 +384,7 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
       if (outcome.moved) {
         report_stamp(i, got, outcome.stamped);
         wake_all();  // the senders: new stamps, or the origin's synced_upto moved
+        stamped_from(i);
         sync_wanted.notify();
       }
     }
@@ -380,7 +395,8 @@ asio::awaitable<void> Syncer::Impl::fetch_loop(std::size_t i) {
 // started, and stamps written meanwhile wait for the next. The first stamp after a sync waits
 // up to options.sync_delay for others to share it: the stamps are fanned out already, and only
 // what tells a node that its own changes are in the log waits (docs/sync.md, "The syncer's
-// fsync"). Once durable, the senders send that.
+// fsync"), unless stamps of a second origin came meanwhile (stamped_from). Once durable, the
+// senders send that.
 asio::awaitable<void> Syncer::Impl::sync_loop() {
   asio::steady_timer retry(executor);
   auto sync_now = [this]() -> asio::awaitable<std::optional<std::string>> {
@@ -388,12 +404,14 @@ asio::awaitable<void> Syncer::Impl::sync_loop() {
   };
   for (;;) {
     co_await sync_wanted.wait();
-    if (options.sync_writes && options.sync_delay.count() > 0 && !stopping) {
+    if (options.sync_writes && options.sync_delay.count() > 0 && !stopping && !sync_hurry) {
       sync_delay.expires_after(options.sync_delay);
       co_await sync_delay.async_wait(kTuple);
     }
     while (!stopping && !log.all_durable()) {
       const std::uint64_t point = log.sync_point();
+      sync_origin.reset();  // the stamps after the point are the next sync's
+      sync_hurry = false;
       std::optional<std::string> error =
           co_await asio::co_spawn(sync_thread, sync_now, asio::use_awaitable);
       if (error) {
