@@ -104,11 +104,13 @@ std::optional<int> parse(int argc, char** argv, Config& c) {
      "wiped; if it comes back it is resynced from scratch. Also: kvsync forget-node NAME --data "
      "DIR")
     ("durability", po::value(&durability)->default_value("sync"),
-     "sync: fsync each stamp (on a thread of its own) before a node hears that its own changes "
-     "are in the log; the other nodes get the stamp at once; async: leave it to the OS")
+     "sync: fsync the stamps (on a thread of its own, grouped: --sync-delay) before a node hears "
+     "that its own changes are in the log; the other nodes get each stamp at once; async: leave "
+     "it to the OS")
     ("sync-delay", po::value(&sync_delay_ms)->default_value(sync_delay_ms),
      "ms a stamp may wait for more before the fsync that lets its origin count it synced (the "
-     "other nodes get it at once; --durability sync; 0: none)")
+     "other nodes get it at once; stamps from a second node end the wait; --durability sync; "
+     "0: none)")
     ("fetch-limit", po::value(&options.fetch_limit)->default_value(options.fetch_limit),
      "changes fetched from a node in one request")
     ("batch-limit", po::value(&options.batch_limit)->default_value(options.batch_limit),

@@ -148,8 +148,10 @@ class SyncLog {
 
   // ---- Durability (docs/sync.md, "The syncer's fsync") ----
   // With sync_writes, stamp() does not wait for the disk, and the owner makes the stamps
-  // durable off its thread (sync_point, sync_now, synced below); a stamp is fanned out only
-  // once durable. Without sync_writes everything counts as durable (the log trusts the kernel).
+  // durable off its thread (sync_point, sync_now, synced below). A stamp goes to the other nodes
+  // at once; what tells a node its own changes are in the log (durable_cursor, durable_stamp)
+  // waits until durable. Without sync_writes everything counts as durable (the log trusts the
+  // kernel).
   //
   // Every stamp write so far is durable.
   bool all_durable() const;
